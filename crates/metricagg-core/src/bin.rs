@@ -1,0 +1,333 @@
+//! UTC time binning on PostgreSQL's timestamp representation.
+//!
+//! PostgreSQL stores `timestamp` and `timestamptz` alike as a signed count of
+//! microseconds since 2000-01-01 00:00:00 UTC, with `i64::MIN` and `i64::MAX`
+//! reserved for `-infinity` and `infinity`. Everything here works on that
+//! absolute value, so a bin never depends on the session `TimeZone`.
+//!
+//! * Fixed widths (days and time) floor toward minus infinity from an origin,
+//!   exactly as PostgreSQL's `date_bin(width, ts, origin)`; a day is 24 hours.
+//! * Month widths give calendar months in UTC, counted in multiples of the
+//!   width from the origin's month (TimescaleDB's `time_bucket` counts from
+//!   January 2000, which is the month of our default origin). The origin's
+//!   day and time never shift a month bin.
+
+use std::fmt;
+
+/// Microseconds in one day.
+pub const USECS_PER_DAY: i64 = 86_400_000_000;
+
+/// 2000-01-03 00:00:00 UTC (a Monday), in microseconds since the PostgreSQL
+/// epoch: the default origin, identical to TimescaleDB's `time_bucket`.
+pub const DEFAULT_ORIGIN: i64 = 2 * USECS_PER_DAY;
+
+/// PostgreSQL's `-infinity` timestamp.
+pub const NEG_INFINITY: i64 = i64::MIN;
+/// PostgreSQL's `infinity` timestamp.
+pub const POS_INFINITY: i64 = i64::MAX;
+
+/// Smallest valid timestamp: 4714-11-24 00:00:00 BC (Julian day 0), as
+/// PostgreSQL's `MIN_TIMESTAMP`.
+pub const MIN_TIMESTAMP: i64 = -211_813_488_000_000_000;
+/// One past the largest valid timestamp (294277-01-01 00:00:00), as
+/// PostgreSQL's `END_TIMESTAMP`.
+pub const END_TIMESTAMP: i64 = 9_223_371_331_200_000_000;
+
+/// Days from 1970-01-01 to 2000-01-01.
+const UNIX_TO_PG_DAYS: i64 = 10_957;
+
+/// A bin width, decoded from a PostgreSQL `interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// A fixed width in microseconds (always > 0). Days count as 24 hours.
+    Micros(i64),
+    /// A whole number of calendar months (always > 0).
+    Months(i32),
+}
+
+/// Why a value cannot be binned. Each variant carries a message and a hint
+/// that the extension reports as `ERROR` / `HINT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BinError {
+    /// The width is zero or negative.
+    NonPositiveWidth,
+    /// The width mixes months with days or time.
+    MixedMonths,
+    /// The width in microseconds does not fit in 64 bits.
+    WidthOutOfRange,
+    /// The timestamp to bin is `infinity` or `-infinity`.
+    InfiniteTimestamp,
+    /// The origin is `infinity` or `-infinity`.
+    InfiniteOrigin,
+    /// The bin start falls outside PostgreSQL's timestamp range.
+    ResultOutOfRange,
+}
+
+impl BinError {
+    /// The primary error message.
+    pub fn message(&self) -> &'static str {
+        match self {
+            BinError::NonPositiveWidth => "metricagg_bin: width must be greater than zero",
+            BinError::MixedMonths => {
+                "metricagg_bin: a width in months cannot also have days or time"
+            }
+            BinError::WidthOutOfRange => "metricagg_bin: width out of range",
+            BinError::InfiniteTimestamp => "metricagg_bin: cannot bin an infinite timestamp",
+            BinError::InfiniteOrigin => "metricagg_bin: origin must be finite",
+            BinError::ResultOutOfRange => "metricagg_bin: bin start out of range",
+        }
+    }
+
+    /// A hint that tells the user what to do instead.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            BinError::NonPositiveWidth => "Use a positive width such as '1 minute' or '1 hour'.",
+            BinError::MixedMonths => {
+                "Use either whole months ('1 month', '3 months', '1 year') or days and time \
+                 ('1 day', '90 minutes'), not both."
+            }
+            BinError::WidthOutOfRange => "Use a width shorter than about 292,000 years.",
+            BinError::InfiniteTimestamp => {
+                "Filter out infinite timestamps first, e.g. WHERE isfinite(ts)."
+            }
+            BinError::InfiniteOrigin => "Pass a finite origin, or omit it for 2000-01-03 00:00 UTC.",
+            BinError::ResultOutOfRange => {
+                "The timestamp is too close to the limits of the timestamp type for this width."
+            }
+        }
+    }
+}
+
+impl fmt::Display for BinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl std::error::Error for BinError {}
+
+impl Width {
+    /// Decodes a PostgreSQL interval (`month`, `day`, `time` fields).
+    pub fn from_interval(months: i32, days: i32, micros: i64) -> Result<Width, BinError> {
+        if months != 0 {
+            if days != 0 || micros != 0 {
+                return Err(BinError::MixedMonths);
+            }
+            if months < 0 {
+                return Err(BinError::NonPositiveWidth);
+            }
+            return Ok(Width::Months(months));
+        }
+        let total = i64::from(days)
+            .checked_mul(USECS_PER_DAY)
+            .and_then(|d| d.checked_add(micros))
+            .ok_or(BinError::WidthOutOfRange)?;
+        if total <= 0 {
+            return Err(BinError::NonPositiveWidth);
+        }
+        Ok(Width::Micros(total))
+    }
+}
+
+fn is_valid(ts: i64) -> bool {
+    (MIN_TIMESTAMP..END_TIMESTAMP).contains(&ts)
+}
+
+/// The start of the bin that contains `ts`.
+///
+/// `ts` and `origin` are microseconds since 2000-01-01 00:00:00 UTC.
+pub fn bin(ts: i64, width: Width, origin: i64) -> Result<i64, BinError> {
+    if ts == NEG_INFINITY || ts == POS_INFINITY {
+        return Err(BinError::InfiniteTimestamp);
+    }
+    if origin == NEG_INFINITY || origin == POS_INFINITY {
+        return Err(BinError::InfiniteOrigin);
+    }
+    let start = match width {
+        Width::Micros(w) => bin_fixed(ts, w, origin)?,
+        Width::Months(m) => bin_months(ts, m, origin)?,
+    };
+    if is_valid(start) {
+        Ok(start)
+    } else {
+        Err(BinError::ResultOutOfRange)
+    }
+}
+
+/// `date_bin` arithmetic: floor toward minus infinity, in 128 bits so that no
+/// intermediate can overflow.
+#[inline]
+fn bin_fixed(ts: i64, width: i64, origin: i64) -> Result<i64, BinError> {
+    debug_assert!(width > 0);
+    let diff = i128::from(ts) - i128::from(origin);
+    let start = i128::from(origin) + diff.div_euclid(i128::from(width)) * i128::from(width);
+    i64::try_from(start).map_err(|_| BinError::ResultOutOfRange)
+}
+
+fn bin_months(ts: i64, width: i32, origin: i64) -> Result<i64, BinError> {
+    debug_assert!(width > 0);
+    let width = i64::from(width);
+    let month = month_index(ts);
+    let anchor = month_index(origin);
+    let start_month = anchor + (month - anchor).div_euclid(width) * width;
+    let (year, month0) = (start_month.div_euclid(12), start_month.rem_euclid(12));
+    let days = days_from_civil(2000 + year, (month0 + 1) as u32, 1);
+    days.checked_mul(USECS_PER_DAY)
+        .ok_or(BinError::ResultOutOfRange)
+}
+
+/// Months since January 2000 of the UTC calendar month containing `ts`.
+fn month_index(ts: i64) -> i64 {
+    let (y, m, _) = civil_from_days(ts.div_euclid(USECS_PER_DAY));
+    (y - 2000) * 12 + i64::from(m) - 1
+}
+
+/// Proleptic Gregorian (year, month 1-12, day 1-31) of a day number counted
+/// from 2000-01-01 (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + UNIX_TO_PG_DAYS + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11]
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Day number counted from 2000-01-01 of a proleptic Gregorian date
+/// (Howard Hinnant's `days_from_civil`).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400); // [0, 399]
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 }; // [0, 11]
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
+    era * 146_097 + doe - 719_468 - UNIX_TO_PG_DAYS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::SplitMix64;
+
+    const MINUTE: i64 = 60_000_000;
+    const HOUR: i64 = 60 * MINUTE;
+
+    fn ts(y: i64, mo: u32, d: u32, h: i64, mi: i64, s: i64) -> i64 {
+        days_from_civil(y, mo, d) * USECS_PER_DAY + h * HOUR + mi * MINUTE + s * 1_000_000
+    }
+
+    #[test]
+    fn civil_round_trips_over_a_wide_range() {
+        for days in (-3_000_000..3_000_000).step_by(7) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "day {days}");
+        }
+        assert_eq!(civil_from_days(0), (2000, 1, 1));
+        assert_eq!(civil_from_days(-1), (1999, 12, 31));
+        assert_eq!(civil_from_days(59), (2000, 2, 29));
+    }
+
+    #[test]
+    fn fixed_widths_floor_toward_minus_infinity() {
+        let w = Width::Micros(MINUTE);
+        let t = ts(2025, 11, 15, 20, 20, 59);
+        assert_eq!(bin(t, w, DEFAULT_ORIGIN), Ok(ts(2025, 11, 15, 20, 20, 0)));
+        // Before the origin: floor, not truncation toward zero.
+        let before = ts(1999, 12, 31, 23, 59, 30);
+        assert_eq!(bin(before, w, DEFAULT_ORIGIN), Ok(ts(1999, 12, 31, 23, 59, 0)));
+        // Exactly on a boundary stays there.
+        let on = ts(2025, 1, 1, 0, 0, 0);
+        assert_eq!(bin(on, Width::Micros(HOUR), DEFAULT_ORIGIN), Ok(on));
+    }
+
+    #[test]
+    fn weeks_start_on_monday_with_the_default_origin() {
+        let week = Width::from_interval(0, 7, 0).unwrap();
+        // 2025-11-15 is a Saturday; its week starts Monday 2025-11-10.
+        let sat = ts(2025, 11, 15, 13, 0, 0);
+        assert_eq!(bin(sat, week, DEFAULT_ORIGIN), Ok(ts(2025, 11, 10, 0, 0, 0)));
+    }
+
+    #[test]
+    fn months_are_utc_calendar_months_from_january_2000() {
+        let q = Width::from_interval(3, 0, 0).unwrap();
+        let t = ts(2025, 5, 17, 23, 59, 59);
+        assert_eq!(bin(t, q, DEFAULT_ORIGIN), Ok(ts(2025, 4, 1, 0, 0, 0)));
+        let m = Width::Months(1);
+        assert_eq!(bin(ts(2024, 2, 29, 12, 0, 0), m, DEFAULT_ORIGIN), Ok(ts(2024, 2, 1, 0, 0, 0)));
+        // The origin's day and time do not shift month bins.
+        let odd_origin = ts(2000, 1, 17, 13, 45, 0);
+        assert_eq!(bin(t, q, odd_origin), Ok(ts(2025, 4, 1, 0, 0, 0)));
+        // Before 2000, still floors.
+        assert_eq!(bin(ts(1999, 11, 30, 0, 0, 0), q, DEFAULT_ORIGIN), Ok(ts(1999, 10, 1, 0, 0, 0)));
+        let year = Width::from_interval(12, 0, 0).unwrap();
+        assert_eq!(bin(ts(1969, 7, 20, 20, 17, 0), year, DEFAULT_ORIGIN), Ok(ts(1969, 1, 1, 0, 0, 0)));
+    }
+
+    #[test]
+    fn bad_widths_and_infinities_are_errors() {
+        assert_eq!(Width::from_interval(0, 0, 0), Err(BinError::NonPositiveWidth));
+        assert_eq!(Width::from_interval(0, 0, -1), Err(BinError::NonPositiveWidth));
+        assert_eq!(Width::from_interval(0, 1, -USECS_PER_DAY), Err(BinError::NonPositiveWidth));
+        assert_eq!(Width::from_interval(-1, 0, 0), Err(BinError::NonPositiveWidth));
+        assert_eq!(Width::from_interval(1, 1, 0), Err(BinError::MixedMonths));
+        assert_eq!(Width::from_interval(1, 0, 1), Err(BinError::MixedMonths));
+        assert_eq!(Width::from_interval(0, i32::MAX, i64::MAX), Err(BinError::WidthOutOfRange));
+        // '1 day -1 hour' is 23 hours, as date_bin computes it.
+        assert_eq!(Width::from_interval(0, 1, -HOUR), Ok(Width::Micros(23 * HOUR)));
+        let w = Width::Micros(MINUTE);
+        assert_eq!(bin(POS_INFINITY, w, DEFAULT_ORIGIN), Err(BinError::InfiniteTimestamp));
+        assert_eq!(bin(NEG_INFINITY, w, DEFAULT_ORIGIN), Err(BinError::InfiniteTimestamp));
+        assert_eq!(bin(0, w, POS_INFINITY), Err(BinError::InfiniteOrigin));
+        assert_eq!(
+            bin(MIN_TIMESTAMP + USECS_PER_DAY, Width::Micros(7 * USECS_PER_DAY), 4 * USECS_PER_DAY),
+            Err(BinError::ResultOutOfRange)
+        );
+        for e in [BinError::NonPositiveWidth, BinError::MixedMonths, BinError::ResultOutOfRange] {
+            assert!(!e.hint().is_empty() && e.to_string() == e.message());
+        }
+    }
+
+    /// Property: for random timestamps, origins and widths, the bin start is
+    /// <= ts, within one width of it, and on the origin's grid.
+    #[test]
+    fn fixed_bins_contain_their_timestamp_and_sit_on_the_grid() {
+        let mut rng = SplitMix64::new(0x5eed_0001);
+        for _ in 0..200_000 {
+            let t = rng.range_i64(-4_000_000_000_000_000, 4_000_000_000_000_000);
+            let origin = rng.range_i64(-2_000_000_000_000_000, 2_000_000_000_000_000);
+            let w = match rng.next_u64() % 3 {
+                0 => rng.range_i64(1, 1_000),
+                1 => rng.range_i64(1, 10 * USECS_PER_DAY),
+                _ => [MINUTE, 5 * MINUTE, HOUR, USECS_PER_DAY, 7 * USECS_PER_DAY]
+                    [(rng.next_u64() % 5) as usize],
+            };
+            let b = bin(t, Width::Micros(w), origin).unwrap();
+            assert!(b <= t && t - b < w, "t={t} w={w} origin={origin} b={b}");
+            assert_eq!((i128::from(b) - i128::from(origin)) % i128::from(w), 0);
+        }
+    }
+
+    /// Property: month bins start at 00:00 UTC on the first of a month, contain
+    /// their timestamp, and the next bin starts `width` months later.
+    #[test]
+    fn month_bins_contain_their_timestamp() {
+        let mut rng = SplitMix64::new(0x5eed_0002);
+        for _ in 0..100_000 {
+            let t = rng.range_i64(-60_000_000_000_000_000, 60_000_000_000_000_000);
+            let width = (rng.next_u64() % 24 + 1) as i32;
+            let b = bin(t, Width::Months(width), DEFAULT_ORIGIN).unwrap();
+            let (_, _, d) = civil_from_days(b.div_euclid(USECS_PER_DAY));
+            assert_eq!((d, b.rem_euclid(USECS_PER_DAY)), (1, 0));
+            assert!(b <= t);
+            assert!(month_index(t) - month_index(b) < i64::from(width));
+            assert_eq!(month_index(b).rem_euclid(i64::from(width)), 0);
+        }
+    }
+}
