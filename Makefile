@@ -1,0 +1,63 @@
+# metricagg: one entry point for building, testing, benchmarking and running.
+#
+#   make test             the full suite (what CI runs)
+#   make db-start         start the embedded PostgreSQL cluster (port 5433)
+#   make bench-aggregate  aggregate benchmark (prints ratios)
+#
+# Components add their own targets in mk/*.mk and append to TEST_TARGETS.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PG_MAJOR ?= 15
+PG_CONFIG ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
+export PG_MAJOR PG_CONFIG
+
+# Test stages, in order. mk/*.mk files append theirs.
+TEST_TARGETS := lint test-core test-pg
+
+-include mk/*.mk
+
+.PHONY: help deps lint fmt test test-core test-pg install install-release \
+        db-start db-stop db-status db-destroy db-env bench-aggregate
+
+help:
+	@grep -E '^#   make' Makefile | sed 's/^#   //'
+
+deps:
+	bash scripts/install-deps.sh
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p pg_metricagg --all-targets --features pg_test -- -D warnings
+
+test-core:
+	cargo test --workspace --exclude pg_metricagg
+
+# pgrx tests: a throwaway cluster run as the postgres OS user (never root).
+test-pg:
+	bash scripts/pgrx-test.sh
+
+test: $(TEST_TARGETS)
+	@echo "make test: all stages passed ($(TEST_TARGETS))"
+
+# Release build of the extension, installed into the system PostgreSQL.
+install-release:
+	cargo pgrx install -p pg_metricagg --release --pg-config $(PG_CONFIG)
+
+db-start:
+	bash scripts/db.sh start
+db-stop:
+	bash scripts/db.sh stop
+db-status:
+	bash scripts/db.sh status
+db-destroy:
+	bash scripts/db.sh destroy
+db-env:
+	@bash scripts/db.sh env
+
+bench-aggregate:
+	bash bench/aggregate.sh

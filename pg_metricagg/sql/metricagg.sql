@@ -1,0 +1,139 @@
+-- pg_metricagg: hand-written SQL for the functions and aggregates.
+--
+-- The support functions are version-1 C functions in the extension's
+-- library. Aggregates are declared here rather than with #[pg_aggregate]
+-- because pgrx 0.18 generates a wrong deserialize signature for parallel
+-- aggregates with an internal state (pgrx#2351).
+
+-------------------------------------------------------------------------------
+-- UTC binning
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION metricagg_bin(
+    ts timestamptz,
+    width interval,
+    origin timestamptz DEFAULT '2000-01-03 00:00:00+00'
+) RETURNS timestamptz
+    AS 'MODULE_PATHNAME', 'metricagg_bin_tstz'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION metricagg_bin(timestamptz, interval, timestamptz) IS
+'Start of the UTC bin of the given width that contains ts. Fixed widths floor toward minus infinity from origin (as date_bin); month widths give UTC calendar months counted from the origin''s month (as TimescaleDB time_bucket). The session TimeZone is never used. Errors on zero/negative widths, months mixed with days or time, and infinite timestamps.';
+
+CREATE FUNCTION metricagg_bin(
+    ts timestamp,
+    width interval,
+    origin timestamp DEFAULT '2000-01-03 00:00:00'
+) RETURNS timestamp
+    AS 'MODULE_PATHNAME', 'metricagg_bin_ts'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+COMMENT ON FUNCTION metricagg_bin(timestamp, interval, timestamp) IS
+'Start of the bin of the given width that contains ts, a timestamp without time zone taken as UTC. Same rules as metricagg_bin(timestamptz, interval, timestamptz).';
+
+-------------------------------------------------------------------------------
+-- Aggregate support functions (internal state: every value as a sort key)
+-------------------------------------------------------------------------------
+
+CREATE FUNCTION metricagg_values_trans(internal, double precision) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_values_trans'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_trans(internal, double precision) IS
+'Transition function of p80 and metricagg_stats (internal).';
+
+CREATE FUNCTION metricagg_percentile_trans(internal, double precision, double precision) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_percentile_trans'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_percentile_trans(internal, double precision, double precision) IS
+'Transition function of metricagg_percentile (internal).';
+
+CREATE FUNCTION metricagg_values_combine(internal, internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_values_combine'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_combine(internal, internal) IS
+'Combine function of the pg_metricagg aggregates: merges two partial states exactly (internal).';
+
+CREATE FUNCTION metricagg_values_serialize(internal) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'metricagg_values_serialize'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_serialize(internal) IS
+'Serializes a partial state of the pg_metricagg aggregates for parallel workers (internal).';
+
+CREATE FUNCTION metricagg_values_deserialize(bytea, internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_values_deserialize'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_deserialize(bytea, internal) IS
+'Deserializes a partial state of the pg_metricagg aggregates (internal).';
+
+CREATE FUNCTION metricagg_percentile_final(internal) RETURNS double precision
+    AS 'MODULE_PATHNAME', 'metricagg_percentile_final'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_percentile_final(internal) IS
+'Final function of p80 and metricagg_percentile: exact percentile_cont by O(n) selection (internal).';
+
+CREATE TYPE metricagg_stats_result AS (
+    count bigint,
+    avg double precision,
+    min double precision,
+    max double precision,
+    p80 double precision
+);
+COMMENT ON TYPE metricagg_stats_result IS
+'Result of metricagg_stats: count, avg, min, max and p80 of a group.';
+
+CREATE FUNCTION metricagg_stats_final(internal) RETURNS metricagg_stats_result
+    AS 'MODULE_PATHNAME', 'metricagg_stats_final'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_stats_final(internal) IS
+'Final function of metricagg_stats (internal).';
+
+-------------------------------------------------------------------------------
+-- Aggregates
+--
+-- SSPACE is the average state size the planner assumes per group: 512 bytes,
+-- exactly the chunk that holds a one-minute bin of 1 Hz samples. The real
+-- memory lives in the aggregate's memory context, so PostgreSQL accounts for
+-- it at run time whatever the bin width.
+-------------------------------------------------------------------------------
+
+CREATE AGGREGATE p80(double precision) (
+    SFUNC = metricagg_values_trans,
+    STYPE = internal,
+    SSPACE = 512,
+    FINALFUNC = metricagg_percentile_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_values_combine,
+    SERIALFUNC = metricagg_values_serialize,
+    DESERIALFUNC = metricagg_values_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE p80(double precision) IS
+'80th percentile, exact and bit-identical to percentile_cont(0.8) WITHIN GROUP (ORDER BY value): NULLs ignored, NaN above every number. Parallel safe (combine, serialize, deserialize). NULL for an empty group.';
+
+CREATE AGGREGATE metricagg_percentile(value double precision, fraction double precision) (
+    SFUNC = metricagg_percentile_trans,
+    STYPE = internal,
+    SSPACE = 512,
+    FINALFUNC = metricagg_percentile_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_values_combine,
+    SERIALFUNC = metricagg_values_serialize,
+    DESERIALFUNC = metricagg_values_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE metricagg_percentile(double precision, double precision) IS
+'Exact percentile at fraction (0.9 for p90, 0.99 for p99), bit-identical to percentile_cont(fraction) WITHIN GROUP (ORDER BY value). The fraction must be constant within a group, not NULL, and between 0 and 1. Parallel safe.';
+
+CREATE AGGREGATE metricagg_stats(value double precision) (
+    SFUNC = metricagg_values_trans,
+    STYPE = internal,
+    SSPACE = 512,
+    FINALFUNC = metricagg_stats_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_values_combine,
+    SERIALFUNC = metricagg_values_serialize,
+    DESERIALFUNC = metricagg_values_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE metricagg_stats(double precision) IS
+'count, avg, min, max and p80 of a group in one pass, as a metricagg_stats_result. min, max and p80 are exact (p80 = percentile_cont(0.8)); avg is sum/count as avg(float8). Parallel safe.';
