@@ -13,11 +13,11 @@ PG_CONFIG ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
 export PG_MAJOR PG_CONFIG
 
 # Test stages, in order. mk/*.mk files append theirs.
-TEST_TARGETS := lint test-core test-pg
+TEST_TARGETS := lint test-core test-pg test-pipeline
 
 -include mk/*.mk
 
-.PHONY: help deps lint fmt test test-core test-pg install install-release \
+.PHONY: help deps lint fmt test test-core test-pg test-pipeline install-release \
         db-start db-stop db-status db-destroy db-env bench-aggregate
 
 help:
@@ -35,11 +35,16 @@ lint:
 	cargo clippy -p pg_metricagg --all-targets --features pg_test -- -D warnings
 
 test-core:
-	cargo test --workspace --exclude pg_metricagg
+	cargo test -p metricagg-core
 
 # pgrx tests: a throwaway cluster run as the postgres OS user (never root).
 test-pg:
 	bash scripts/pgrx-test.sh
+
+# The pipeline against the real embedded cluster (two databases, FDW, pg_cron).
+# The release extension is installed first: test-pg leaves a debug build.
+test-pipeline: install-release db-start
+	eval "$$(bash scripts/db.sh env)" && cargo test -p metricagg-pipeline-tests -- --test-threads=4
 
 test: $(TEST_TARGETS)
 	@echo "make test: all stages passed ($(TEST_TARGETS))"

@@ -83,7 +83,11 @@ unsafe fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryC
 }
 
 /// Allocates an empty state with room for at least `min_cap` keys.
-unsafe fn new_state(context: pg_sys::MemoryContext, fraction: f64, min_cap: usize) -> NonNull<State> {
+unsafe fn new_state(
+    context: pg_sys::MemoryContext,
+    fraction: f64,
+    min_cap: usize,
+) -> NonNull<State> {
     let bytes = bytes_for(u32::try_from(min_cap).unwrap_or(u32::MAX))
         .next_power_of_two()
         .max(FIRST_CHUNK);
@@ -92,7 +96,12 @@ unsafe fn new_state(context: pg_sys::MemoryContext, fraction: f64, min_cap: usiz
     };
     let state = NonNull::new(raw.cast::<State>()).expect("palloc does not return NULL");
     unsafe {
-        state.as_ptr().write(State { cap: cap_for(bytes), len: 0, fraction, sum: 0.0 });
+        state.as_ptr().write(State {
+            cap: cap_for(bytes),
+            len: 0,
+            fraction,
+            sum: 0.0,
+        });
     }
     state
 }
@@ -150,7 +159,9 @@ fn fraction_mismatch(first: f64, other: f64) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
         "metricagg_percentile: the fraction must be the same for every row of a group",
-        Some(&format!("The group started with fraction {first} and then got {other}.")),
+        Some(&format!(
+            "The group started with fraction {first} and then got {other}."
+        )),
         "Pass a constant fraction, e.g. metricagg_percentile(value, 0.9).",
     )
 }

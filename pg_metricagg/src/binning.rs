@@ -28,11 +28,13 @@ fn report(err: BinError) -> ! {
 unsafe fn bin_call(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
     let (ts, width, origin) = unsafe {
         let ts = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 0).value() as i64;
-        let width = &*pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 1).cast_mut_ptr::<pg_sys::Interval>();
+        let width =
+            &*pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 1).cast_mut_ptr::<pg_sys::Interval>();
         let origin = pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, 2).value() as i64;
         (ts, width, origin)
     };
-    match Width::from_interval(width.month, width.day, width.time).and_then(|w| bin(ts, w, origin)) {
+    match Width::from_interval(width.month, width.day, width.time).and_then(|w| bin(ts, w, origin))
+    {
         Ok(start) => pg_sys::Datum::from(start),
         Err(err) => report(err),
     }

@@ -13,10 +13,13 @@ mod fmgr;
 
 ::pgrx::pg_module_magic!();
 
-extension_sql_file!("../sql/metricagg.sql", name = "metricagg_core_sql", bootstrap);
+extension_sql_file!(
+    "../sql/metricagg.sql",
+    name = "metricagg_core_sql",
+    bootstrap
+);
 
 #[cfg(any(test, feature = "pg_test"))]
-#[pg_schema]
 mod tests;
 
 /// Used by `cargo pgrx test`.
@@ -25,6 +28,9 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["max_parallel_workers_per_gather = 2", "max_worker_processes = 8"]
+        vec![
+            "max_parallel_workers_per_gather = 2",
+            "max_worker_processes = 8",
+        ]
     }
 }

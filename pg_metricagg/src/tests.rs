@@ -1,1 +1,509 @@
+//! In-database tests, run by `cargo pgrx test` (see `scripts/pgrx-test.sh`).
+//!
+//! Every result is checked against an independent oracle that PostgreSQL
+//! already has: `percentile_cont`, `date_bin`, `date_trunc`, `min`, `max`,
+//! `avg`, `count`. Data are random but seeded (`setseed`), with the hard
+//! values mixed in: NULL, NaN, ±Infinity, -0 and +0, many duplicates.
 
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    type TestResult = Result<(), pgrx::spi::Error>;
+
+    fn count(query: &str) -> Result<i64, pgrx::spi::Error> {
+        Ok(Spi::get_one::<i64>(query)?.expect("count is never NULL"))
+    }
+
+    fn text(query: &str) -> Result<Option<String>, pgrx::spi::Error> {
+        Spi::get_one::<String>(query)
+    }
+
+    /// Asserts that `query` (which selects rows that disagree with an oracle)
+    /// returns no rows; on failure shows the first few.
+    fn assert_no_rows(what: &str, query: &str) -> TestResult {
+        let n = count(&format!("SELECT count(*) FROM ({query}) q"))?;
+        if n != 0 {
+            let sample = text(&format!(
+                "SELECT string_agg(q::text, E'\\n') FROM (SELECT * FROM ({query}) q0 LIMIT 5) q"
+            ))?;
+            panic!(
+                "{what}: {n} rows disagree, e.g.\n{}",
+                sample.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// `SQLSTATE: message | hint` of the error `query` raises, or "no error".
+    fn error_of(query: &str) -> Result<String, pgrx::spi::Error> {
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $f$
+             DECLARE st text; msg text; hint text;
+             BEGIN
+               EXECUTE q;
+               RETURN 'no error';
+             EXCEPTION WHEN OTHERS THEN
+               GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+               RETURN st || ': ' || msg || ' | ' || hint;
+             END $f$",
+        )?;
+        let quoted = query.replace('\'', "''");
+        Ok(text(&format!("SELECT pg_temp.error_of('{quoted}')"))?.expect("text"))
+    }
+
+    /// The test table: at least 120k rows in 2,000+ groups of skewed sizes, with
+    /// adversarial values, plus special groups (one value, all NULL, all NaN,
+    /// only zeros of both signs, only infinities).
+    fn make_values_table(name: &str, rows: i64) -> TestResult {
+        Spi::run(&format!(
+            "SELECT setseed(0.4242);
+             CREATE TABLE {name} AS
+             SELECT floor(power(random(), 2) * 2500)::int AS grp,
+                    CASE WHEN r < 0.02 THEN 'NaN'::float8
+                         WHEN r < 0.03 THEN 'Infinity'::float8
+                         WHEN r < 0.04 THEN '-Infinity'::float8
+                         WHEN r < 0.06 THEN '-0'::float8
+                         WHEN r < 0.08 THEN '0'::float8
+                         WHEN r < 0.12 THEN NULL
+                         WHEN r < 0.40 THEN floor(random() * 5)
+                         WHEN r < 0.45 THEN (random() - 0.5) * 1e300
+                         ELSE (random() - 0.5) * 1e4 END AS v
+             FROM (SELECT g, random() AS r FROM generate_series(1, {rows}) g) s;
+             INSERT INTO {name} VALUES
+               (-1, 42), (-2, NULL), (-2, NULL), (-3, 'NaN'), (-3, 'NaN'),
+               (-4, '-0'), (-4, '0'), (-4, '-0'), (-5, 'Infinity'), (-5, 'Infinity'),
+               (-5, '-Infinity'), (-6, '-0'), (-7, 1), (-7, 2);
+             ANALYZE {name};"
+        ))
+    }
+
+    /// Rows where `x` and `y` differ: bit-identical floats agree, and so do
+    /// two NULLs; the sign of a zero is free because PostgreSQL's sort leaves
+    /// the order of -0 and +0 unspecified.
+    fn differ(x: &str, y: &str) -> String {
+        format!(
+            "(({x} IS NULL AND {y} IS NULL) OR float8send({x}) = float8send({y}) OR ({x} = 0 AND {y} = 0)) IS NOT TRUE"
+        )
+    }
+
+    #[pg_test]
+    fn p80_is_percentile_cont_on_adversarial_groups() -> TestResult {
+        make_values_table("vals", 120_000)?;
+        assert!(count("SELECT count(DISTINCT grp) FROM vals")? >= 2000);
+        assert_no_rows(
+            "p80 vs percentile_cont(0.8)",
+            &format!(
+                "SELECT grp, x, y FROM (
+                   SELECT grp, p80(v) AS x, percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS y
+                   FROM vals GROUP BY grp) a
+                 WHERE {}",
+                differ("x", "y")
+            ),
+        )?;
+        // Whole table, one group: no GROUP BY.
+        assert_no_rows(
+            "p80 over the whole table",
+            &format!(
+                "SELECT x, y FROM (SELECT p80(v) x, percentile_cont(0.8) WITHIN GROUP (ORDER BY v) y FROM vals) a WHERE {}",
+                differ("x", "y")
+            ),
+        )?;
+        assert_eq!(
+            text("SELECT p80(v)::text FROM vals WHERE grp = -1")?.as_deref(),
+            Some("42")
+        );
+        assert_eq!(text("SELECT p80(v)::text FROM vals WHERE grp = -2")?, None);
+        assert_eq!(
+            text("SELECT p80(v)::text FROM vals WHERE grp = -3")?.as_deref(),
+            Some("NaN")
+        );
+        assert_eq!(
+            text("SELECT p80(v)::text FROM vals WHERE grp = -7")?.as_deref(),
+            Some("1.8")
+        );
+        assert_eq!(
+            text("SELECT p80(v)::text FROM vals WHERE grp = -6")?.as_deref(),
+            Some("-0")
+        );
+        assert_eq!(text("SELECT p80(v)::text FROM vals WHERE false")?, None);
+        Ok(())
+    }
+
+    #[pg_test]
+    fn metricagg_percentile_is_percentile_cont_at_any_fraction() -> TestResult {
+        make_values_table("vals", 100_000)?;
+        for fraction in ["0", "0.01", "0.25", "0.5", "0.9", "0.99", "0.999", "1"] {
+            assert_no_rows(
+                &format!("metricagg_percentile(v, {fraction})"),
+                &format!(
+                    "SELECT grp, x, y FROM (
+                       SELECT grp, metricagg_percentile(v, {fraction}) AS x,
+                              percentile_cont({fraction}) WITHIN GROUP (ORDER BY v) AS y
+                       FROM vals GROUP BY grp) a
+                     WHERE {}",
+                    differ("x", "y")
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
+    #[pg_test]
+    fn metricagg_stats_matches_builtin_aggregates() -> TestResult {
+        make_values_table("vals", 100_000)?;
+        assert_no_rows(
+            "metricagg_stats vs count/avg/min/max/percentile_cont",
+            &format!(
+                "SELECT * FROM (
+                   SELECT grp, (s).count AS c, (s).avg AS a, (s).min AS mn, (s).max AS mx, (s).p80 AS p,
+                          c0, a0, mn0, mx0, p0
+                   FROM (SELECT grp, metricagg_stats(v) AS s, count(v) AS c0, avg(v) AS a0,
+                                min(v) AS mn0, max(v) AS mx0,
+                                percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS p0
+                         FROM vals GROUP BY grp) g) q
+                 WHERE c <> c0
+                    OR {mn} OR {mx} OR {p}
+                    OR ((a IS NULL AND a0 IS NULL)
+                        OR (a = a0)  -- also NaN = NaN and equal infinities
+                        OR abs(a - a0) <= 1e-12 * abs(a0)) IS NOT TRUE",
+                mn = differ("mn", "mn0"),
+                mx = differ("mx", "mx0"),
+                p = differ("p", "p0"),
+            ),
+        )?;
+        assert_eq!(
+            text("SELECT metricagg_stats(v)::text FROM vals WHERE grp = -2")?.as_deref(),
+            Some("(0,,,,)")
+        );
+        assert_eq!(
+            text("SELECT metricagg_stats(v)::text FROM vals WHERE grp = -7")?.as_deref(),
+            Some("(2,1.5,1,2,1.8)")
+        );
+        assert_eq!(
+            text("SELECT (metricagg_stats(v)).count::text FROM vals WHERE false")?.as_deref(),
+            Some("0")
+        );
+        Ok(())
+    }
+
+    #[pg_test]
+    fn aggregates_work_as_window_functions() -> TestResult {
+        Spi::run("CREATE TABLE w AS SELECT g, (g * 7919 % 101)::float8 AS v FROM generate_series(1, 300) g")?;
+        assert_no_rows(
+            "running p80",
+            &format!(
+                "SELECT * FROM (
+                   SELECT g, p80(v) OVER w AS x,
+                          (SELECT percentile_cont(0.8) WITHIN GROUP (ORDER BY v2.v) FROM w v2 WHERE v2.g <= w1.g) AS y
+                   FROM w w1 WINDOW w AS (ORDER BY g)) q WHERE {}",
+                differ("x", "y")
+            ),
+        )
+    }
+
+    /// The parallel plan (Partial aggregate under Gather, workers launched)
+    /// returns exactly the serial result: this exercises serialize,
+    /// deserialize and combine, the same path Citus uses across workers.
+    #[pg_test]
+    fn parallel_plans_return_the_serial_result() -> TestResult {
+        make_values_table("pvals", 200_000)?;
+        Spi::run(
+            "SET LOCAL max_parallel_workers_per_gather = 0;
+             CREATE TABLE serial_res AS
+               SELECT grp, p80(v) p, metricagg_percentile(v, 0.99) p99, metricagg_stats(v) s
+               FROM pvals GROUP BY grp;
+             CREATE TABLE serial_one AS SELECT p80(v) p, metricagg_stats(v) s FROM pvals;
+             SET LOCAL max_parallel_workers_per_gather = 2;
+             SET LOCAL parallel_setup_cost = 0;
+             SET LOCAL parallel_tuple_cost = 0;
+             SET LOCAL min_parallel_table_scan_size = 0;
+             SET LOCAL parallel_leader_participation = off;",
+        )?;
+        let grouped = "SELECT grp, p80(v) p, metricagg_percentile(v, 0.99) p99, metricagg_stats(v) s FROM pvals GROUP BY grp";
+        let plan = text(&format!(
+            "SELECT string_agg(line, E'\\n') FROM (EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {grouped}) e(line)"
+        ))?
+        .unwrap_or_default();
+        assert!(plan.contains("Gather"), "no Gather in plan:\n{plan}");
+        assert!(
+            plan.contains("Partial"),
+            "no Partial aggregate in plan:\n{plan}"
+        );
+        let launched = plan
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Workers Launched: "))
+            .and_then(|n| n.parse::<i32>().ok())
+            .unwrap_or(0);
+        assert!(launched >= 1, "no parallel worker launched:\n{plan}");
+
+        Spi::run(&format!("CREATE TABLE parallel_res AS {grouped}"))?;
+        assert_eq!(
+            count("SELECT count(*) FROM parallel_res")?,
+            count("SELECT count(*) FROM serial_res")?
+        );
+        assert_no_rows(
+            "parallel vs serial",
+            &format!(
+                "SELECT * FROM serial_res a FULL JOIN parallel_res b USING (grp)
+                 WHERE {} OR {} OR {} OR {} OR {} OR (a.s).count IS DISTINCT FROM (b.s).count
+                    OR ((a.s).avg IS NOT DISTINCT FROM (b.s).avg
+                        OR abs((a.s).avg - (b.s).avg) <= 1e-12 * abs((a.s).avg)) IS NOT TRUE",
+                differ("a.p", "b.p"),
+                differ("a.p99", "b.p99"),
+                differ("(a.s).min", "(b.s).min"),
+                differ("(a.s).max", "(b.s).max"),
+                differ("(a.s).p80", "(b.s).p80"),
+            ),
+        )?;
+        // Ungrouped: a Partial Aggregate under Gather, then Finalize.
+        let plan = text(
+            "SELECT string_agg(line, E'\\n') FROM (EXPLAIN (COSTS OFF) SELECT p80(v), metricagg_stats(v) FROM pvals) e(line)",
+        )?
+        .unwrap_or_default();
+        assert!(
+            plan.contains("Partial Aggregate") && plan.contains("Gather"),
+            "{plan}"
+        );
+        assert_no_rows(
+            "ungrouped parallel vs serial",
+            &format!(
+                "SELECT * FROM serial_one a, (SELECT p80(v) p, metricagg_stats(v) s FROM pvals) b
+                 WHERE {} OR {} OR (a.s).count <> (b.s).count",
+                differ("a.p", "b.p"),
+                differ("(a.s).p80", "(b.s).p80"),
+            ),
+        )
+    }
+
+    /// The state lives in the aggregate's memory context: with a tiny
+    /// work_mem a hash aggregate must spill (PostgreSQL sees the memory), and
+    /// with enough it must not; both give the oracle's answer.
+    #[pg_test]
+    fn hash_aggregate_memory_is_visible_to_postgres() -> TestResult {
+        Spi::run(
+            "SELECT setseed(0.1);
+             CREATE TABLE m AS SELECT (g / 60) AS grp, random() * 100 AS v FROM generate_series(0, 119999) g;
+             ANALYZE m;
+             SET LOCAL enable_sort = off;
+             SET LOCAL max_parallel_workers_per_gather = 0;",
+        )?;
+        let q = "SELECT grp, p80(v) AS x, percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS y FROM m GROUP BY grp";
+        let p = "SELECT grp, p80(v) FROM m GROUP BY grp";
+        let plan_of = |work_mem: &str| -> Result<String, pgrx::spi::Error> {
+            Spi::run(&format!("SET LOCAL work_mem = '{work_mem}'"))?;
+            Ok(text(&format!(
+                "SELECT string_agg(line, E'\\n') FROM (EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {p}) e(line)"
+            ))?
+            .unwrap_or_default())
+        };
+        let small = plan_of("64kB")?;
+        assert!(small.contains("HashAggregate"), "{small}");
+        assert!(
+            small.contains("Disk Usage"),
+            "expected a spill with 64kB:\n{small}"
+        );
+        assert_no_rows(
+            "spilled p80",
+            &format!("SELECT * FROM ({q}) a WHERE {}", differ("x", "y")),
+        )?;
+        let large = plan_of("256MB")?;
+        assert!(
+            large.contains("HashAggregate") && !large.contains("Disk Usage"),
+            "{large}"
+        );
+        Ok(())
+    }
+
+    #[pg_test]
+    fn bins_equal_date_bin_for_fixed_widths() -> TestResult {
+        Spi::run(
+            "SELECT setseed(0.77);
+             CREATE TABLE ts AS
+             SELECT timestamptz '1970-01-01 00:00:00+00'
+                    + (random() * 80 * 365 * 86400) * interval '1 second'
+                    + (floor(random() * 1000000)) * interval '1 microsecond' AS t
+             FROM generate_series(1, 100000);
+             CREATE TABLE widths(w) AS VALUES
+               (interval '1 microsecond'), (interval '1 second'), (interval '1 minute'),
+               (interval '5 minutes'), (interval '15 minutes'), (interval '90 minutes'),
+               (interval '1 hour'), (interval '1 day'), (interval '7 days'),
+               (interval '1 day -1 hour'), (interval '13 seconds 7 milliseconds');
+             CREATE TABLE origins(o) AS VALUES
+               (timestamptz '2000-01-03 00:00:00+00'), (timestamptz '1999-12-31 23:59:58.5+00'),
+               (timestamptz '2031-06-15 12:34:56.789+00'), (timestamptz '1901-01-01 07:00:00+00');",
+        )?;
+        for tz in ["UTC", "America/New_York", "Europe/Berlin", "Asia/Kolkata"] {
+            Spi::run(&format!("SET LOCAL TimeZone = '{tz}'"))?;
+            assert_no_rows(
+                &format!("metricagg_bin vs date_bin under {tz}"),
+                "SELECT t, w, o FROM ts, widths, origins WHERE metricagg_bin(t, w, o) <> date_bin(w, t, o)",
+            )?;
+            assert_no_rows(
+                &format!("default origin under {tz}"),
+                "SELECT t, w FROM ts, widths
+                 WHERE metricagg_bin(t, w) <> date_bin(w, t, timestamptz '2000-01-03 00:00:00+00')",
+            )?;
+            assert_no_rows(
+                &format!("timestamp overload under {tz}"),
+                "SELECT t, w FROM ts, widths
+                 WHERE metricagg_bin(t AT TIME ZONE 'UTC', w) <> metricagg_bin(t, w) AT TIME ZONE 'UTC'
+                    OR metricagg_bin(t AT TIME ZONE 'UTC', w) <> date_bin(w, t AT TIME ZONE 'UTC', timestamp '2000-01-03')",
+            )?;
+        }
+        // TimescaleDB time_bucket's default origin is Monday 2000-01-03: weekly
+        // bins start on Mondays at 00:00 UTC.
+        Spi::run("SET LOCAL TimeZone = 'Pacific/Auckland'")?;
+        assert_no_rows(
+            "weeks start on Monday 00:00 UTC",
+            "SELECT t FROM ts WHERE extract(isodow FROM metricagg_bin(t, '7 days') AT TIME ZONE 'UTC') <> 1
+                OR (metricagg_bin(t, '7 days') AT TIME ZONE 'UTC')::time <> '00:00'",
+        )
+    }
+
+    /// Across DST changes the bins do not move: hourly bins are whole UTC hours,
+    /// daily bins start at 00:00 UTC, and the answer is the same whatever the
+    /// session time zone.
+    #[pg_test]
+    fn bins_ignore_session_time_zone_across_dst() -> TestResult {
+        Spi::run(
+            "SET LOCAL TimeZone = 'UTC';
+             CREATE TABLE dst AS
+             SELECT t FROM generate_series(timestamptz '2025-03-08 00:00+00', '2025-03-10 00:00+00', '7 minutes') t
+             UNION ALL SELECT t FROM generate_series(timestamptz '2025-03-29 00:00+00', '2025-03-31 00:00+00', '7 minutes') t
+             UNION ALL SELECT t FROM generate_series(timestamptz '2025-10-25 00:00+00', '2025-10-27 00:00+00', '7 minutes') t
+             UNION ALL SELECT t FROM generate_series(timestamptz '2025-11-01 00:00+00', '2025-11-03 00:00+00', '7 minutes') t;
+             CREATE TABLE utc_bins AS
+             SELECT t, metricagg_bin(t, '1 hour') h, metricagg_bin(t, '1 day') d, metricagg_bin(t, '1 month') m FROM dst;",
+        )?;
+        for tz in ["America/New_York", "Europe/Berlin"] {
+            Spi::run(&format!("SET LOCAL TimeZone = '{tz}'"))?;
+            assert_no_rows(
+                &format!("bins under {tz} equal bins under UTC"),
+                "SELECT * FROM utc_bins
+                 WHERE metricagg_bin(t, '1 hour') <> h OR metricagg_bin(t, '1 day') <> d OR metricagg_bin(t, '1 month') <> m
+                    OR extract(epoch FROM h)::bigint % 3600 <> 0
+                    OR extract(epoch FROM d)::bigint % 86400 <> 0",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Month widths: calendar months in UTC, in multiples of the width counted
+    /// from January 2000, checked against date_trunc on the UTC wall clock.
+    #[pg_test]
+    fn month_bins_are_utc_calendar_months() -> TestResult {
+        Spi::run(
+            "SET LOCAL TimeZone = 'America/New_York';
+             SELECT setseed(0.31);
+             CREATE TABLE mts AS
+             SELECT timestamptz '1890-01-01 00:00+00' + (random() * 250 * 365 * 86400) * interval '1 second' AS t
+             FROM generate_series(1, 50000)
+             UNION ALL VALUES (timestamptz '2025-03-01 00:00:00+00'), (timestamptz '2025-02-28 23:59:59.999999+00'),
+                              (timestamptz '2000-01-01 00:00:00+00'), (timestamptz '1999-12-31 23:59:59+00');",
+        )?;
+        for months in [1, 2, 3, 4, 6, 12, 18, 24] {
+            assert_no_rows(
+                &format!("{months}-month bins"),
+                &format!(
+                    "SELECT t, got, want FROM (
+                       SELECT t, metricagg_bin(t, interval '{months} months') AS got,
+                              make_timestamptz(
+                                2000 + div(k, 12)::int, (k - 12 * div(k, 12))::int + 1, 1, 0, 0, 0, 'UTC') AS want
+                       FROM (SELECT t, {months} * div((extract(year FROM u)::int - 2000) * 12
+                                                  + extract(month FROM u)::int - 1, {months}) AS k
+                             FROM (SELECT t, t AT TIME ZONE 'UTC' AS u FROM mts) a) b) c
+                     WHERE got <> want"
+                ),
+            )?;
+        }
+        assert_no_rows(
+            "1 month equals date_trunc('month') in UTC",
+            "SELECT t FROM mts WHERE metricagg_bin(t, '1 month') <> date_trunc('month', t, 'UTC')
+                OR metricagg_bin(t, '1 year') <> date_trunc('year', t, 'UTC')",
+        )?;
+        // The origin's day and time never shift month bins.
+        assert_no_rows(
+            "origin day/time",
+            "SELECT t FROM mts WHERE metricagg_bin(t, '3 months', '2000-01-17 13:45+00') <> metricagg_bin(t, '3 months')",
+        )
+    }
+
+    #[pg_test]
+    fn nulls_in_nulls_out() -> TestResult {
+        assert_eq!(
+            text("SELECT metricagg_bin(NULL::timestamptz, '1 minute')::text")?,
+            None
+        );
+        assert_eq!(text("SELECT metricagg_bin(now(), NULL)::text")?, None);
+        assert_eq!(
+            text("SELECT metricagg_bin(now(), '1 minute', NULL)::text")?,
+            None
+        );
+        assert_eq!(
+            text("SELECT metricagg_bin(NULL::timestamp, '1 minute')::text")?,
+            None
+        );
+        assert_eq!(text("SELECT p80(NULL::float8)::text")?, None);
+        assert_eq!(
+            text("SELECT metricagg_percentile(NULL::float8, 0.5)::text")?,
+            None
+        );
+        Ok(())
+    }
+
+    #[pg_test]
+    fn bad_input_is_an_error_with_a_hint() -> TestResult {
+        let cases: &[(&str, &str)] = &[
+            ("SELECT metricagg_bin(now(), '0 seconds')", "22023: metricagg_bin: width must be greater than zero | Use a positive width"),
+            ("SELECT metricagg_bin(now(), '-5 minutes')", "22023: metricagg_bin: width must be greater than zero"),
+            ("SELECT metricagg_bin(now(), '-1 month')", "22023: metricagg_bin: width must be greater than zero"),
+            ("SELECT metricagg_bin(now(), '1 month 1 day')", "22023: metricagg_bin: a width in months cannot also have days or time | Use either whole months"),
+            ("SELECT metricagg_bin(now(), '1 year 2 hours')", "22023: metricagg_bin: a width in months cannot"),
+            ("SELECT metricagg_bin('infinity'::timestamptz, '1 minute')", "22008: metricagg_bin: cannot bin an infinite timestamp | Filter out infinite timestamps"),
+            ("SELECT metricagg_bin('-infinity'::timestamp, '1 minute')", "22008: metricagg_bin: cannot bin an infinite timestamp"),
+            ("SELECT metricagg_bin(now(), '1 minute', 'infinity')", "22008: metricagg_bin: origin must be finite | Pass a finite origin"),
+            ("SELECT metricagg_bin('4713-11-24 00:00:00+00 BC'::timestamptz, '7 days', '2000-01-05')", "22008: metricagg_bin: bin start out of range"),
+            ("SELECT metricagg_percentile(v, 1.5) FROM (VALUES (1.0::float8)) t(v)", "22003: metricagg_percentile: percentile fraction 1.5 is not between 0 and 1 | Pass a fraction between 0 and 1"),
+            ("SELECT metricagg_percentile(v, -0.1) FROM (VALUES (1.0::float8)) t(v)", "22003: metricagg_percentile: percentile fraction -0.1 is not between 0 and 1"),
+            ("SELECT metricagg_percentile(v, 'NaN') FROM (VALUES (1.0::float8)) t(v)", "22003: metricagg_percentile: percentile fraction NaN is not between 0 and 1"),
+            ("SELECT metricagg_percentile(v, NULL) FROM (VALUES (1.0::float8)) t(v)", "22004: metricagg_percentile: fraction must not be NULL | Pass a fraction"),
+            ("SELECT metricagg_percentile(v, NULL) FROM (VALUES (NULL::float8)) t(v)", "22004: metricagg_percentile: fraction must not be NULL"),
+            ("SELECT metricagg_percentile(v, f) FROM (VALUES (1.0::float8, 0.5::float8), (2.0, 0.9)) t(v, f)", "22023: metricagg_percentile: the fraction must be the same for every row of a group | Pass a constant fraction"),
+        ];
+        for (query, want) in cases {
+            let got = error_of(query)?;
+            assert!(
+                got.starts_with(want),
+                "{query}\n  got:  {got}\n  want: {want}…"
+            );
+        }
+        Ok(())
+    }
+
+    #[pg_test]
+    fn every_function_aggregate_and_type_is_commented() -> TestResult {
+        assert_no_rows(
+            "objects without COMMENT",
+            "SELECT p.oid::regprocedure::text FROM pg_proc p
+               JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_metricagg'
+             WHERE obj_description(p.oid, 'pg_proc') IS NULL",
+        )?;
+        assert!(count(
+            "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
+               JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_metricagg'
+             WHERE p.prokind = 'a'"
+        )? == 3);
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM pg_proc WHERE proname = 'metricagg_bin'
+                   AND provolatile = 'i' AND proisstrict AND proparallel = 's'"
+            )?,
+            2
+        );
+        Ok(())
+    }
+}

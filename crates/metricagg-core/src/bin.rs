@@ -90,7 +90,9 @@ impl BinError {
             BinError::InfiniteTimestamp => {
                 "Filter out infinite timestamps first, e.g. WHERE isfinite(ts)."
             }
-            BinError::InfiniteOrigin => "Pass a finite origin, or omit it for 2000-01-03 00:00 UTC.",
+            BinError::InfiniteOrigin => {
+                "Pass a finite origin, or omit it for 2000-01-03 00:00 UTC."
+            }
             BinError::ResultOutOfRange => {
                 "The timestamp is too close to the limits of the timestamp type for this width."
             }
@@ -240,7 +242,10 @@ mod tests {
         assert_eq!(bin(t, w, DEFAULT_ORIGIN), Ok(ts(2025, 11, 15, 20, 20, 0)));
         // Before the origin: floor, not truncation toward zero.
         let before = ts(1999, 12, 31, 23, 59, 30);
-        assert_eq!(bin(before, w, DEFAULT_ORIGIN), Ok(ts(1999, 12, 31, 23, 59, 0)));
+        assert_eq!(
+            bin(before, w, DEFAULT_ORIGIN),
+            Ok(ts(1999, 12, 31, 23, 59, 0))
+        );
         // Exactly on a boundary stays there.
         let on = ts(2025, 1, 1, 0, 0, 0);
         assert_eq!(bin(on, Width::Micros(HOUR), DEFAULT_ORIGIN), Ok(on));
@@ -251,7 +256,10 @@ mod tests {
         let week = Width::from_interval(0, 7, 0).unwrap();
         // 2025-11-15 is a Saturday; its week starts Monday 2025-11-10.
         let sat = ts(2025, 11, 15, 13, 0, 0);
-        assert_eq!(bin(sat, week, DEFAULT_ORIGIN), Ok(ts(2025, 11, 10, 0, 0, 0)));
+        assert_eq!(
+            bin(sat, week, DEFAULT_ORIGIN),
+            Ok(ts(2025, 11, 10, 0, 0, 0))
+        );
     }
 
     #[test]
@@ -260,36 +268,77 @@ mod tests {
         let t = ts(2025, 5, 17, 23, 59, 59);
         assert_eq!(bin(t, q, DEFAULT_ORIGIN), Ok(ts(2025, 4, 1, 0, 0, 0)));
         let m = Width::Months(1);
-        assert_eq!(bin(ts(2024, 2, 29, 12, 0, 0), m, DEFAULT_ORIGIN), Ok(ts(2024, 2, 1, 0, 0, 0)));
+        assert_eq!(
+            bin(ts(2024, 2, 29, 12, 0, 0), m, DEFAULT_ORIGIN),
+            Ok(ts(2024, 2, 1, 0, 0, 0))
+        );
         // The origin's day and time do not shift month bins.
         let odd_origin = ts(2000, 1, 17, 13, 45, 0);
         assert_eq!(bin(t, q, odd_origin), Ok(ts(2025, 4, 1, 0, 0, 0)));
         // Before 2000, still floors.
-        assert_eq!(bin(ts(1999, 11, 30, 0, 0, 0), q, DEFAULT_ORIGIN), Ok(ts(1999, 10, 1, 0, 0, 0)));
+        assert_eq!(
+            bin(ts(1999, 11, 30, 0, 0, 0), q, DEFAULT_ORIGIN),
+            Ok(ts(1999, 10, 1, 0, 0, 0))
+        );
         let year = Width::from_interval(12, 0, 0).unwrap();
-        assert_eq!(bin(ts(1969, 7, 20, 20, 17, 0), year, DEFAULT_ORIGIN), Ok(ts(1969, 1, 1, 0, 0, 0)));
+        assert_eq!(
+            bin(ts(1969, 7, 20, 20, 17, 0), year, DEFAULT_ORIGIN),
+            Ok(ts(1969, 1, 1, 0, 0, 0))
+        );
     }
 
     #[test]
     fn bad_widths_and_infinities_are_errors() {
-        assert_eq!(Width::from_interval(0, 0, 0), Err(BinError::NonPositiveWidth));
-        assert_eq!(Width::from_interval(0, 0, -1), Err(BinError::NonPositiveWidth));
-        assert_eq!(Width::from_interval(0, 1, -USECS_PER_DAY), Err(BinError::NonPositiveWidth));
-        assert_eq!(Width::from_interval(-1, 0, 0), Err(BinError::NonPositiveWidth));
+        assert_eq!(
+            Width::from_interval(0, 0, 0),
+            Err(BinError::NonPositiveWidth)
+        );
+        assert_eq!(
+            Width::from_interval(0, 0, -1),
+            Err(BinError::NonPositiveWidth)
+        );
+        assert_eq!(
+            Width::from_interval(0, 1, -USECS_PER_DAY),
+            Err(BinError::NonPositiveWidth)
+        );
+        assert_eq!(
+            Width::from_interval(-1, 0, 0),
+            Err(BinError::NonPositiveWidth)
+        );
         assert_eq!(Width::from_interval(1, 1, 0), Err(BinError::MixedMonths));
         assert_eq!(Width::from_interval(1, 0, 1), Err(BinError::MixedMonths));
-        assert_eq!(Width::from_interval(0, i32::MAX, i64::MAX), Err(BinError::WidthOutOfRange));
+        assert_eq!(
+            Width::from_interval(0, i32::MAX, i64::MAX),
+            Err(BinError::WidthOutOfRange)
+        );
         // '1 day -1 hour' is 23 hours, as date_bin computes it.
-        assert_eq!(Width::from_interval(0, 1, -HOUR), Ok(Width::Micros(23 * HOUR)));
+        assert_eq!(
+            Width::from_interval(0, 1, -HOUR),
+            Ok(Width::Micros(23 * HOUR))
+        );
         let w = Width::Micros(MINUTE);
-        assert_eq!(bin(POS_INFINITY, w, DEFAULT_ORIGIN), Err(BinError::InfiniteTimestamp));
-        assert_eq!(bin(NEG_INFINITY, w, DEFAULT_ORIGIN), Err(BinError::InfiniteTimestamp));
+        assert_eq!(
+            bin(POS_INFINITY, w, DEFAULT_ORIGIN),
+            Err(BinError::InfiniteTimestamp)
+        );
+        assert_eq!(
+            bin(NEG_INFINITY, w, DEFAULT_ORIGIN),
+            Err(BinError::InfiniteTimestamp)
+        );
         assert_eq!(bin(0, w, POS_INFINITY), Err(BinError::InfiniteOrigin));
         assert_eq!(
-            bin(MIN_TIMESTAMP + USECS_PER_DAY, Width::Micros(7 * USECS_PER_DAY), 4 * USECS_PER_DAY),
+            bin(
+                MIN_TIMESTAMP + USECS_PER_DAY,
+                Width::Micros(7 * USECS_PER_DAY),
+                4 * USECS_PER_DAY
+            ),
             Err(BinError::ResultOutOfRange)
         );
-        for e in [BinError::NonPositiveWidth, BinError::MixedMonths, BinError::ResultOutOfRange] {
+        for e in [
+            BinError::NonPositiveWidth,
+            BinError::MixedMonths,
+            BinError::ResultOutOfRange,
+        ] {
             assert!(!e.hint().is_empty() && e.to_string() == e.message());
         }
     }

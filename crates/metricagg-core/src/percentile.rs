@@ -88,7 +88,12 @@ pub fn percentile_cont(keys: &mut [u64], fraction: f64) -> Option<f64> {
         return Some(first);
     }
     // The next rank is the smallest key to the right of the selected one.
-    let second = value(*right.iter().min().expect("second rank exists when ceil > floor"));
+    let second = value(
+        *right
+            .iter()
+            .min()
+            .expect("second rank exists when ceil > floor"),
+    );
     let proportion = pos - first_row as f64;
     Some(lerp(first, second, proportion))
 }
@@ -183,7 +188,10 @@ mod tests {
         let mut k = vec![key(1.0), key(2.0), key(3.0), key(4.0), key(5.0)];
         assert_eq!(percentile_cont(&mut k, P80), Some(4.2));
         let mut k = vec![key(-0.0)];
-        assert_eq!(percentile_cont(&mut k, P80).map(f64::to_bits), Some((-0.0f64).to_bits()));
+        assert_eq!(
+            percentile_cont(&mut k, P80).map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
     }
 
     #[test]
@@ -194,7 +202,9 @@ mod tests {
         for f in [0.0, -0.0, 0.5, 0.8, 0.99, 1.0] {
             assert_eq!(check_fraction(f), Ok(f));
         }
-        assert!(FractionError(2.0).to_string().contains("not between 0 and 1"));
+        assert!(FractionError(2.0)
+            .to_string()
+            .contains("not between 0 and 1"));
     }
 
     /// Property: random multisets (with duplicates, zeros of both signs,

@@ -40,7 +40,9 @@ pub fn adversarial_value(rng: &mut SplitMix64) -> f64 {
         2 => f64::NEG_INFINITY,
         3 => 0.0,
         4 => -0.0,
-        5 => [f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, -5e-324][(rng.next_u64() % 5) as usize],
+        5 => {
+            [f64::MAX, f64::MIN, f64::MIN_POSITIVE, 5e-324, -5e-324][(rng.next_u64() % 5) as usize]
+        }
         6..=8 => (rng.next_u64() % 8) as f64, // many duplicates
         _ => (rng.unit_f64() - 0.5) * 200.0,
     }

@@ -1,0 +1,324 @@
+-- metricagg analytics (OLAP) database: bins, job state, the job itself.
+-- Applied by scripts/db.sh as the administrator; idempotent.
+--
+-- The job, metricagg_run_once(), pulls from the raw database through
+-- postgres_fdw (foreign tables metricagg.raw_*, created by scripts/db.sh
+-- with the server `metricagg_raw`), or from local tables of this database
+-- when metricagg.job_config.source = 'local'.
+
+CREATE EXTENSION IF NOT EXISTS pg_metricagg;
+CREATE EXTENSION IF NOT EXISTS postgres_fdw;
+-- TimescaleDB is used when the server has it (production images); the
+-- embedded development cluster does not, and gets native partitions.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        CREATE EXTENSION IF NOT EXISTS timescaledb;
+    END IF;
+END
+$$;
+CREATE SCHEMA IF NOT EXISTS metricagg AUTHORIZATION metricagg_job;
+SET search_path = metricagg, public;
+SET ROLE metricagg_job;
+
+-- Aggregated bins: one row per (server, metric, width, bin start). A
+-- TimescaleDB hypertable with compression and retention when TimescaleDB is
+-- installed in this database; native monthly range partitions otherwise.
+DO $do$
+DECLARE
+    columns constant text := 'server_id text NOT NULL, metric_type text NOT NULL, width interval NOT NULL,
+        ts timestamptz NOT NULL, count bigint NOT NULL, avg double precision, min double precision,
+        max double precision, p80 double precision, PRIMARY KEY (server_id, metric_type, width, ts)';
+BEGIN
+    IF to_regclass('metricagg.bins') IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
+        EXECUTE format('CREATE TABLE metricagg.bins (%s)', columns);
+        PERFORM create_hypertable('metricagg.bins', 'ts', chunk_time_interval => interval '7 days');
+        ALTER TABLE metricagg.bins SET (timescaledb.compress,
+            timescaledb.compress_segmentby = 'server_id, metric_type, width',
+            timescaledb.compress_orderby = 'ts');
+        PERFORM add_compression_policy('metricagg.bins', interval '7 days');
+        PERFORM add_retention_policy('metricagg.bins', interval '400 days');
+    ELSE
+        EXECUTE format('CREATE TABLE metricagg.bins (%s) PARTITION BY RANGE (ts)', columns);
+        CREATE TABLE metricagg.bins_default PARTITION OF metricagg.bins DEFAULT;
+    END IF;
+END
+$do$;
+COMMENT ON TABLE metricagg.bins IS
+'Aggregated metrics: count, avg, min, max and exact p80 per (server_id, metric_type, width, ts), ts being the UTC bin start. Written only by metricagg_run_once(). Monthly range partitions (a TimescaleDB hypertable when TimescaleDB is installed).';
+
+-- Configuration of the job (one row).
+CREATE TABLE IF NOT EXISTS metricagg.job_config (
+    singleton        boolean    PRIMARY KEY DEFAULT true CHECK (singleton),
+    source           text       NOT NULL DEFAULT 'fdw' CHECK (source IN ('fdw', 'local')),
+    widths           interval[] NOT NULL DEFAULT '{1 minute, 1 hour}',
+    bins_retention   interval   NOT NULL DEFAULT '400 days',
+    CHECK (cardinality(widths) BETWEEN 1 AND 8)
+);
+INSERT INTO metricagg.job_config DEFAULT VALUES ON CONFLICT DO NOTHING;
+COMMENT ON TABLE metricagg.job_config IS
+'metricagg_run_once() settings: source (fdw: raw database through postgres_fdw; local: metricagg.samples of this database), bin widths, retention of bins.';
+
+-- The watermark: every raw change whose transaction id is below done_below
+-- has been aggregated. Updated in the same transaction as the bins.
+CREATE TABLE IF NOT EXISTS metricagg.job_state (
+    singleton    boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    done_below   xid8        NOT NULL DEFAULT '0',
+    last_run_at  timestamptz
+);
+INSERT INTO metricagg.job_state DEFAULT VALUES ON CONFLICT DO NOTHING;
+
+-- One row per completed run (committed with it).
+CREATE TABLE IF NOT EXISTS metricagg.job_runs (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    started_at   timestamptz NOT NULL,
+    finished_at  timestamptz NOT NULL,
+    from_xid     xid8        NOT NULL,
+    to_xid       xid8        NOT NULL,
+    entries      bigint      NOT NULL,
+    raw_rows     bigint      NOT NULL,
+    bins_written jsonb       NOT NULL,
+    duration_ms  double precision NOT NULL
+);
+COMMENT ON TABLE metricagg.job_runs IS 'History of metricagg_run_once(): one row per run that did work.';
+
+-- Creates monthly partitions of metricagg.bins covering [from_ts, to_ts).
+CREATE OR REPLACE FUNCTION metricagg.ensure_bin_partitions(from_ts timestamptz, to_ts timestamptz)
+RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public AS $$
+DECLARE
+    m       timestamptz := metricagg_bin(from_ts, interval '1 month');
+    name    text;
+    created integer := 0;
+BEGIN
+    -- A TimescaleDB hypertable makes its own chunks.
+    IF (SELECT relkind FROM pg_class WHERE oid = 'metricagg.bins'::regclass) <> 'p' THEN
+        RETURN 0;
+    END IF;
+    WHILE m < to_ts LOOP
+        name := 'bins_' || to_char(m AT TIME ZONE 'UTC', 'YYYYMM');
+        IF to_regclass('metricagg.' || name) IS NULL THEN
+            IF EXISTS (SELECT 1 FROM metricagg.bins_default WHERE ts >= m AND ts < m + interval '1 month') THEN
+                CREATE TEMP TABLE IF NOT EXISTS pg_temp.moving_bins (LIKE metricagg.bins) ON COMMIT DROP;
+                WITH gone AS (DELETE FROM metricagg.bins_default
+                              WHERE ts >= m AND ts < m + interval '1 month' RETURNING *)
+                INSERT INTO pg_temp.moving_bins SELECT * FROM gone;
+            END IF;
+            EXECUTE format('CREATE TABLE metricagg.%I PARTITION OF metricagg.bins FOR VALUES FROM (%L) TO (%L)',
+                           name, m, m + interval '1 month');
+            IF to_regclass('pg_temp.moving_bins') IS NOT NULL THEN
+                INSERT INTO metricagg.bins SELECT * FROM pg_temp.moving_bins;
+                TRUNCATE pg_temp.moving_bins;
+            END IF;
+            created := created + 1;
+        END IF;
+        m := m + interval '1 month';
+    END LOOP;
+    RETURN created;
+END
+$$;
+
+-- '1 minute', '5 minutes', '1 hour', '1 day', '3 months': for summaries.
+CREATE OR REPLACE FUNCTION metricagg.interval_label(w interval) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT SET search_path = pg_catalog AS $$
+DECLARE
+    months integer := (extract(year FROM w) * 12 + extract(month FROM w))::integer;
+    secs   numeric := extract(epoch FROM w - make_interval(months => months));
+    n      numeric;
+    unit   text;
+BEGIN
+    IF months <> 0 AND secs = 0 THEN
+        n := months; unit := 'month';
+    ELSIF months <> 0 THEN
+        RETURN w::text;
+    ELSIF secs % 86400 = 0 THEN
+        n := secs / 86400; unit := 'day';
+    ELSIF secs % 3600 = 0 THEN
+        n := secs / 3600; unit := 'hour';
+    ELSIF secs % 60 = 0 THEN
+        n := secs / 60; unit := 'minute';
+    ELSE
+        n := secs; unit := 'second';
+    END IF;
+    RETURN trim_scale(n) || ' ' || unit || CASE WHEN n = 1 THEN '' ELSE 's' END;
+END
+$$;
+
+-- The job. See docs/architecture.md for why this is exactly once.
+CREATE OR REPLACE FUNCTION metricagg.metricagg_run_once() RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public AS $$
+DECLARE
+    cfg          metricagg.job_config;
+    st           metricagg.job_state;
+    t0           timestamptz := clock_timestamp();
+    src_samples  text;
+    src_log      text;
+    src_horizon  text;
+    src_progress text;
+    horizon      xid8;
+    n_entries    bigint;
+    coarsest     interval;
+    pred         text;
+    w            interval;
+    n_bins       bigint;
+    n_rows       bigint;
+    raw_rows     bigint := 0;
+    written      jsonb := '{}';
+    parts        text;
+BEGIN
+    -- One run at a time; pg_cron queues rather than skips, so say so and leave.
+    IF NOT pg_try_advisory_xact_lock(hashtext('metricagg_run_once'), 0) THEN
+        RETURN 'metricagg_run_once: another run is active, nothing done';
+    END IF;
+    SELECT * INTO STRICT cfg FROM metricagg.job_config;
+    SELECT * INTO STRICT st FROM metricagg.job_state FOR UPDATE;
+    IF cfg.source = 'fdw' THEN
+        src_samples := 'metricagg.raw_samples';
+        src_log := 'metricagg.raw_change_log';
+        src_horizon := 'metricagg.raw_snapshot_horizon';
+        src_progress := 'metricagg.raw_job_progress';
+    ELSE
+        src_samples := 'metricagg.samples';
+        src_log := 'metricagg.change_log';
+        src_horizon := 'metricagg.snapshot_horizon';
+        src_progress := 'metricagg.job_progress';
+    END IF;
+
+    -- Everything below the raw side's snapshot xmin has finished: that set
+    -- of change-log entries can no longer grow. (Through postgres_fdw the
+    -- remote transaction is REPEATABLE READ: one snapshot for the whole run.)
+    EXECUTE format('SELECT horizon FROM %s', src_horizon) INTO STRICT horizon;
+
+    -- Tell the raw side what the previous, committed run finished, and prune
+    -- the entries it consumed. Only already-committed progress is written
+    -- here, so a failure of this run after the remote commit loses nothing.
+    EXECUTE format('UPDATE %s SET done_below = $1, updated_at = now() WHERE done_below < $1', src_progress)
+        USING st.done_below;
+    EXECUTE format('DELETE FROM %s WHERE xid < $1', src_log) USING st.done_below;
+
+    -- The ranges to recompute: per server, every entry's range widened to
+    -- whole bins of the coarsest width, overlapping ranges merged.
+    SELECT max(x) INTO coarsest FROM unnest(cfg.widths) x;
+    CREATE TEMP TABLE IF NOT EXISTS pg_temp.metricagg_touched (
+        server_id text, lo timestamptz, hi timestamptz) ON COMMIT DROP;
+    TRUNCATE pg_temp.metricagg_touched;
+    EXECUTE format($q$
+        WITH e AS (SELECT server_id, min_ts, max_ts FROM %s WHERE xid >= $1 AND xid < $2),
+             r AS (SELECT server_id,
+                          unnest(range_agg(tstzrange(metricagg_bin(min_ts, $3),
+                                                     metricagg_bin(max_ts, $3) + $3))) AS rng
+                   FROM e GROUP BY server_id)
+        INSERT INTO pg_temp.metricagg_touched SELECT server_id, lower(rng), upper(rng) FROM r$q$, src_log)
+        USING st.done_below, horizon, coarsest;
+    EXECUTE format('SELECT count(*) FROM %s WHERE xid >= $1 AND xid < $2', src_log)
+        INTO n_entries USING st.done_below, horizon;
+
+    IF EXISTS (SELECT 1 FROM pg_temp.metricagg_touched) THEN
+        -- One predicate per distinct range, with the servers it covers: it
+        -- ships to the raw server inside the Remote SQL.
+        SELECT string_agg(format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))',
+                                 lo, hi, servers), ' OR ')
+          INTO pred
+          FROM (SELECT lo, hi, array_agg(server_id ORDER BY server_id) AS servers
+                FROM pg_temp.metricagg_touched GROUP BY lo, hi) g;
+        PERFORM metricagg.ensure_bin_partitions(min(lo), max(hi)) FROM pg_temp.metricagg_touched;
+
+        FOREACH w IN ARRAY cfg.widths LOOP
+            EXECUTE format($q$
+                WITH ins AS (
+                    INSERT INTO metricagg.bins AS b (server_id, metric_type, width, ts, count, avg, min, max, p80)
+                    SELECT server_id, metric_type, %1$L::interval, bin, (s).count, (s).avg, (s).min, (s).max, (s).p80
+                    FROM (SELECT server_id, metric_type, metricagg_bin(ts, %1$L::interval) AS bin,
+                                 metricagg_stats(value) AS s
+                          FROM %2$s WHERE %3$s GROUP BY 1, 2, 3) a
+                    ON CONFLICT (server_id, metric_type, width, ts) DO UPDATE
+                        SET count = EXCLUDED.count, avg = EXCLUDED.avg, min = EXCLUDED.min,
+                            max = EXCLUDED.max, p80 = EXCLUDED.p80
+                    RETURNING b.count)
+                SELECT count(*), coalesce(sum(count), 0) FROM ins$q$, w, src_samples, pred)
+                INTO n_bins, n_rows;
+            written := written || jsonb_build_object(metricagg.interval_label(w), n_bins);
+            raw_rows := greatest(raw_rows, n_rows);
+        END LOOP;
+    END IF;
+
+    UPDATE metricagg.job_state SET done_below = horizon, last_run_at = t0;
+    IF n_entries > 0 THEN
+        INSERT INTO metricagg.job_runs (started_at, finished_at, from_xid, to_xid, entries, raw_rows,
+                                        bins_written, duration_ms)
+        VALUES (t0, clock_timestamp(), st.done_below, horizon, n_entries, raw_rows, written,
+                extract(epoch FROM clock_timestamp() - t0) * 1000);
+    END IF;
+    SELECT string_agg(format('%s=%s', key, value), ', ' ORDER BY key::interval) INTO parts
+      FROM jsonb_each_text(written);
+    RETURN format('metricagg_run_once: %s change-log entries, %s raw rows, bins written: %s, %s ms',
+                  n_entries, raw_rows, coalesce(parts, 'none'),
+                  round((extract(epoch FROM clock_timestamp() - t0) * 1000)::numeric, 1));
+END
+$$;
+COMMENT ON FUNCTION metricagg.metricagg_run_once() IS
+'Aggregates every raw change not yet processed into metricagg.bins, exactly once, and returns a summary. Concurrent calls return at once.';
+
+-- Oracle for tests and audits: all bins recomputed from raw, from scratch.
+CREATE OR REPLACE FUNCTION metricagg.recompute_all_bins()
+RETURNS TABLE (server_id text, metric_type text, width interval, ts timestamptz,
+               count bigint, avg double precision, min double precision, max double precision, p80 double precision)
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public AS $$
+DECLARE
+    w interval;
+    src text := CASE (SELECT source FROM metricagg.job_config) WHEN 'fdw' THEN 'metricagg.raw_samples'
+                                                               ELSE 'metricagg.samples' END;
+BEGIN
+    FOREACH w IN ARRAY (SELECT widths FROM metricagg.job_config) LOOP
+        RETURN QUERY EXECUTE format(
+            'SELECT server_id, metric_type, %1$L::interval, date_bin(%1$L::interval, ts, ''2000-01-03 00:00+00''),
+                    count(*), avg(value), min(value), max(value),
+                    percentile_cont(0.8) WITHIN GROUP (ORDER BY value)
+             FROM %2$s GROUP BY 1, 2, 4', w, src);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION metricagg.recompute_all_bins() IS
+'Every bin recomputed from raw with PostgreSQL''s own date_bin/avg/min/max/percentile_cont: the oracle the tests compare metricagg.bins against.';
+
+-- Bins retention: drops monthly partitions older than job_config.bins_retention.
+CREATE OR REPLACE FUNCTION metricagg.drop_old_bin_partitions()
+RETURNS SETOF text
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public AS $$
+DECLARE
+    part record;
+    keep interval := (SELECT bins_retention FROM metricagg.job_config);
+BEGIN
+    FOR part IN
+        SELECT c.oid::regclass AS rel,
+               substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''([^'']+)''\)')::timestamptz AS upper_ts
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'metricagg.bins'::regclass
+          AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+    LOOP
+        CONTINUE WHEN part.upper_ts > now() - keep;
+        EXECUTE format('DROP TABLE %s', part.rel);
+        RETURN NEXT part.rel::text;
+    END LOOP;
+END
+$$;
+
+RESET ROLE;
+
+-- metricagg_run_once() is what users type; keep it reachable from public.
+CREATE OR REPLACE FUNCTION public.metricagg_run_once() RETURNS text
+LANGUAGE sql AS 'SELECT metricagg.metricagg_run_once()';
+ALTER FUNCTION public.metricagg_run_once() OWNER TO metricagg_job;
+COMMENT ON FUNCTION public.metricagg_run_once() IS
+'Once mode: aggregate everything new from raw into metricagg.bins (see metricagg.metricagg_run_once).';
+
+-- Grants: the api role reads bins and nothing else; only the job writes.
+REVOKE ALL ON ALL TABLES IN SCHEMA metricagg FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA metricagg FROM PUBLIC;
+REVOKE ALL ON FUNCTION public.metricagg_run_once() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.metricagg_run_once() TO metricagg_job;
+GRANT USAGE ON SCHEMA metricagg TO metricagg_api;
+GRANT SELECT ON metricagg.bins TO metricagg_api;
