@@ -1,0 +1,1506 @@
+//! Deterministic analysis over the bins: anomalies, trends, fleet comparisons,
+//! forecasts and per-server health. Every result becomes a [`Fact`] with an id
+//! that the narrative must cite. Methods are documented in docs/api.md.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::db::natural_cmp;
+use crate::stats::{mad, median, median_in_place, rolling_median, theil_sen, MAD_TO_SIGMA};
+
+/// One (server, metric) series of stored bins, sorted by time.
+#[derive(Clone, Debug, Default)]
+pub struct Series {
+    pub server: String,
+    pub metric: String,
+    pub width: i64,
+    /// Bin start, seconds since the epoch (UTC).
+    pub ts: Vec<i64>,
+    pub count: Vec<i64>,
+    pub avg: Vec<f64>,
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
+}
+
+impl Series {
+    pub fn new(server: &str, metric: &str, width: i64) -> Series {
+        Series {
+            server: server.to_string(),
+            metric: metric.to_string(),
+            width,
+            ..Default::default()
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    pub width: i64,
+    pub series: Vec<Series>,
+}
+
+/// Tunables of the detectors; the defaults are what `make eval-insights` scores.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Half-width of the centred rolling median baseline, in bins.
+    pub baseline_half_width: usize,
+    /// |z| that opens a candidate run.
+    pub z_enter: f64,
+    /// A single-bin (or two-bin) excursion must reach this |z|.
+    pub z_single: f64,
+    /// A run of at least `persist_bins` bins must reach this |z|.
+    pub z_persist: f64,
+    pub persist_bins: usize,
+    /// A run this long (bins) whose before/after medians differ is a level shift.
+    pub level_shift_min_bins: usize,
+    /// Consecutive identical values that make a series stuck.
+    pub stuck_min_bins: usize,
+    /// Missing bins that make a dropout.
+    pub dropout_min_bins: i64,
+    /// Relative noise floor (fraction of the series median) for σ.
+    pub rel_floor: f64,
+    /// Absolute noise floor for σ, in the metric's unit.
+    pub abs_floor: f64,
+    /// Leak: minimum duration (seconds) and rise in σ.
+    pub leak_min_secs: i64,
+    pub leak_min_rise_sigma: f64,
+    /// Fleet: robust z that makes a server stand out.
+    pub fleet_z: f64,
+    /// Hours forecast ahead.
+    pub forecast_hours: i64,
+    /// Confidence of trend intervals and forecast prediction intervals.
+    pub confidence: f64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            baseline_half_width: 30,
+            z_enter: 4.0,
+            z_single: 8.0,
+            z_persist: 5.0,
+            persist_bins: 3,
+            level_shift_min_bins: 20,
+            stuck_min_bins: 10,
+            dropout_min_bins: 3,
+            rel_floor: 0.01,
+            abs_floor: 0.05,
+            leak_min_secs: 2 * 3600,
+            leak_min_rise_sigma: 8.0,
+            fleet_z: 3.5,
+            forecast_hours: 6,
+            confidence: 0.95,
+        }
+    }
+}
+
+/// Threshold used for time-to-threshold forecasts, per metric.
+pub fn threshold_for(metric: &str) -> Option<f64> {
+    match metric {
+        "memory" | "cpu" => Some(90.0),
+        _ => None,
+    }
+}
+
+fn is_percent(metric: &str) -> bool {
+    matches!(metric, "cpu" | "memory")
+}
+
+fn clamp_metric(metric: &str, v: f64) -> f64 {
+    if is_percent(metric) {
+        v.clamp(0.0, 100.0)
+    } else {
+        v.max(0.0)
+    }
+}
+
+/// Rounds to 2 decimals: facts carry exactly the numbers the narrative may use.
+pub fn r2(x: f64) -> f64 {
+    if x.is_finite() {
+        (x * 100.0).round() / 100.0
+    } else {
+        x
+    }
+}
+
+fn ts(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t, 0).unwrap_or_default()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Minor,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn from_score(score: f64) -> Severity {
+        if score >= 80.0 {
+            Severity::Critical
+        } else if score >= 50.0 {
+            Severity::Warning
+        } else {
+            Severity::Minor
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Minor => "minor",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Score 0–100 from a robust z: 0 at 3σ, about 50 at 7σ, about 90 at 17σ.
+pub fn score_from_z(z: f64) -> f64 {
+    let s = 100.0 * (1.0 - (-(z.abs() - 3.0).max(0.0) / 6.0).exp());
+    s.clamp(0.0, 100.0).round()
+}
+
+/// Score 0–100 from a duration: about 50 at 40 minutes.
+fn score_from_minutes(m: f64) -> f64 {
+    (100.0 * (1.0 - (-m / 60.0).exp()))
+        .clamp(0.0, 100.0)
+        .round()
+        .max(30.0)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Anomaly {
+    pub id: String,
+    pub server: String,
+    pub metric: String,
+    /// spike, dip, level_shift, leak, stuck, dropout, noisy_neighbour
+    pub kind: String,
+    pub start: DateTime<Utc>,
+    /// Exclusive end (end of the last anomalous bin).
+    pub end: DateTime<Utc>,
+    pub duration_minutes: f64,
+    /// The most extreme value in the window (bin average).
+    pub peak: f64,
+    pub typical: f64,
+    /// Expected band: typical ± 3σ (robust), clamped to the metric's range.
+    pub band: [f64; 2],
+    pub score: f64,
+    pub severity: Severity,
+    pub z: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Trend {
+    pub id: String,
+    pub server: String,
+    pub metric: String,
+    pub slope_per_hour: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub confidence: f64,
+    /// The confidence interval excludes zero.
+    pub significant: bool,
+    /// Slope × window is at least 3 noise σ: large enough to matter.
+    pub material: bool,
+    pub change_over_window: f64,
+    pub points: usize,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Ranked {
+    pub server: String,
+    pub median: f64,
+    pub robust_z: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Standout {
+    pub id: String,
+    pub server: String,
+    pub metric: String,
+    pub median: f64,
+    pub fleet_median: f64,
+    pub robust_z: f64,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub metric: String,
+    pub fleet_median: f64,
+    pub servers: usize,
+    /// Highest median first.
+    pub ranking: Vec<Ranked>,
+    pub standouts: Vec<Standout>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ForecastPoint {
+    pub ts: DateTime<Utc>,
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Forecast {
+    pub id: String,
+    pub server: String,
+    pub metric: String,
+    pub method: &'static str,
+    pub confidence: f64,
+    pub points: Vec<ForecastPoint>,
+    pub threshold: Option<f64>,
+    /// Hours from the end of the range until the fitted line crosses the
+    /// threshold; only when the trend is significant and material.
+    pub hours_to_threshold: Option<f64>,
+    pub threshold_eta: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Health {
+    pub id: String,
+    pub server: String,
+    pub status: &'static str,
+    pub score: f64,
+    pub anomalies: usize,
+    pub critical: usize,
+    pub warnings: usize,
+    pub medians: BTreeMap<String, f64>,
+    pub notes: Vec<String>,
+}
+
+/// A citable result. `values` holds every number the narrative may state
+/// about it, rounded as shown.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fact {
+    pub id: String,
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<DateTime<Utc>>,
+    pub severity: Severity,
+    /// Ranking key for prompt budgeting (higher first).
+    pub weight: f64,
+    pub statement: String,
+    pub values: BTreeMap<String, f64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Analysis {
+    pub facts: Vec<Fact>,
+    pub anomalies: Vec<Anomaly>,
+    pub trends: Vec<Trend>,
+    pub comparisons: Vec<Comparison>,
+    pub forecasts: Vec<Forecast>,
+    pub health: Vec<Health>,
+}
+
+/// Robust noise σ of a series: 1.4826 × MAD of the residuals from its rolling
+/// median, floored so that flat series do not turn noise into anomalies.
+fn noise_sigma(resid: &[f64], level: f64, p: &Params) -> f64 {
+    let raw = mad(resid).unwrap_or(0.0) * MAD_TO_SIGMA;
+    raw.max(p.rel_floor * level.abs()).max(p.abs_floor)
+}
+
+/// A window of bins [a, b) with a kind; merged and scored later.
+#[derive(Clone, Debug)]
+struct Window {
+    a: usize,
+    b: usize,
+    kind: &'static str,
+    z: f64,
+    peak_i: usize,
+    typical: f64,
+    start_override: Option<i64>,
+    end_override: Option<i64>,
+}
+
+fn priority(kind: &str) -> u8 {
+    match kind {
+        "stuck" => 7,
+        "dropout" => 6,
+        "leak" => 5,
+        "level_shift" => 4,
+        "noisy_neighbour" => 3,
+        "spike" | "dip" => 2,
+        _ => 1,
+    }
+}
+
+/// Runs of `true` as [a, b) index ranges.
+fn runs(mask: &[bool]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < mask.len() {
+        if mask[i] {
+            let a = i;
+            while i < mask.len() && mask[i] {
+                i += 1;
+            }
+            out.push((a, i));
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Detects anomalies in one series. `fleet_blocks` is the fleet's median
+/// block curve for the metric (block start → value), used to remove shared
+/// seasonality before leak detection.
+fn detect_series(
+    s: &Series,
+    p: &Params,
+    range: (i64, i64),
+    fleet_blocks: Option<&HashMap<i64, f64>>,
+    block: i64,
+) -> Vec<Window> {
+    let n = s.len();
+    let w = s.width;
+    let mut out: Vec<Window> = Vec::new();
+    if n == 0 {
+        return out;
+    }
+    let v = &s.avg;
+    let level = median(v).unwrap_or(0.0);
+
+    // Dropouts: missing bins inside the range (before, between, after).
+    let gap = |from: i64, to: i64, out: &mut Vec<Window>, at: usize| {
+        if (to - from) / w >= p.dropout_min_bins {
+            out.push(Window {
+                a: at,
+                b: at,
+                kind: "dropout",
+                z: 0.0,
+                peak_i: at,
+                typical: level,
+                start_override: Some(from),
+                end_override: Some(to),
+            });
+        }
+    };
+    gap(range.0, s.ts[0], &mut out, 0);
+    for i in 1..n {
+        gap(s.ts[i - 1] + w, s.ts[i], &mut out, i);
+    }
+    gap(s.ts[n - 1] + w, range.1, &mut out, n - 1);
+    // Partial dropouts: bins with less than half the usual sample count.
+    let med_count = median(&s.count.iter().map(|&c| c as f64).collect::<Vec<_>>()).unwrap_or(0.0);
+    if med_count >= 4.0 {
+        let low: Vec<bool> = s
+            .count
+            .iter()
+            .map(|&c| (c as f64) < 0.5 * med_count)
+            .collect();
+        for (a, b) in runs(&low) {
+            if (b - a) as i64 >= p.dropout_min_bins {
+                out.push(Window {
+                    a,
+                    b,
+                    kind: "dropout",
+                    z: 0.0,
+                    peak_i: a,
+                    typical: level,
+                    start_override: None,
+                    end_override: None,
+                });
+            }
+        }
+    }
+
+    if n < 2 * p.persist_bins + 10 {
+        return out;
+    }
+
+    // Stuck: identical consecutive averages (not at a clamp bound).
+    let mut same = vec![false; n];
+    for i in 1..n {
+        let tol = 1e-9 * v[i].abs().max(1.0);
+        if (v[i] - v[i - 1]).abs() <= tol && s.ts[i] - s.ts[i - 1] == w {
+            same[i] = true;
+            same[i - 1] = true;
+        }
+    }
+    let mut excluded = vec![false; n];
+    for (a, b) in runs(&same) {
+        let at_bound = v[a] == 0.0 || (is_percent(&s.metric) && v[a] == 100.0);
+        if b - a >= p.stuck_min_bins && !at_bound {
+            out.push(Window {
+                a,
+                b,
+                kind: "stuck",
+                z: 0.0,
+                peak_i: a,
+                typical: level,
+                start_override: None,
+                end_override: None,
+            });
+            for e in excluded.iter_mut().take(b).skip(a) {
+                *e = true;
+            }
+        }
+    }
+
+    // Baseline: centred rolling median; residual scale: robust σ.
+    let base = rolling_median(v, p.baseline_half_width);
+    let resid: Vec<f64> = v.iter().zip(&base).map(|(x, b)| x - b).collect();
+    let sigma = noise_sigma(&resid, level, p);
+    let z: Vec<f64> = resid
+        .iter()
+        .zip(&excluded)
+        .map(|(r, &e)| if e { 0.0 } else { r / sigma })
+        .collect();
+
+    // Noisy neighbour: local spread of first differences ≥ 3× the usual.
+    let diffs: Vec<f64> = (0..n)
+        .map(|i| if i == 0 { 0.0 } else { (v[i] - v[i - 1]).abs() })
+        .collect();
+    let usual = median(&diffs[1..]).unwrap_or(0.0).max(p.abs_floor * 0.5);
+    let local = rolling_median(&diffs, 7);
+    let noisy_mask: Vec<bool> = local
+        .iter()
+        .zip(&excluded)
+        .map(|(l, &e)| !e && *l >= 3.0 * usual)
+        .collect();
+    let mut noisy_windows = Vec::new();
+    for (a, b) in runs(&noisy_mask) {
+        if b - a >= 15 {
+            let pi = (a..b)
+                .max_by(|&i, &j| z[i].abs().total_cmp(&z[j].abs()))
+                .unwrap_or(a);
+            noisy_windows.push((a, b));
+            let ratio = local[a..b].iter().copied().fold(0.0, f64::max) / usual;
+            out.push(Window {
+                a,
+                b,
+                kind: "noisy_neighbour",
+                z: ratio + 3.0,
+                peak_i: pi,
+                typical: base[pi],
+                start_override: None,
+                end_override: None,
+            });
+        }
+    }
+
+    // Excursions: runs of |z| ≥ z_enter with one sign, gaps ≤ 2 bins merged.
+    let mut cand: Vec<(usize, usize, f64)> = Vec::new(); // a, b, sign
+    let mut i = 0;
+    while i < n {
+        if z[i].abs() >= p.z_enter {
+            let sign = z[i].signum();
+            let a = i;
+            let mut b = i + 1;
+            let mut j = i + 1;
+            while j < n && j <= b + 2 {
+                if z[j].abs() >= p.z_enter && z[j].signum() == sign {
+                    b = j + 1;
+                }
+                j += 1;
+            }
+            cand.push((a, b, sign));
+            i = b;
+        } else {
+            i += 1;
+        }
+    }
+    for (a, b, sign) in cand {
+        let (pi, pz) = (a..b)
+            .map(|i| (i, z[i]))
+            .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))
+            .expect("non-empty run");
+        let len = b - a;
+        let keep = pz.abs() >= p.z_single || (len >= p.persist_bins && pz.abs() >= p.z_persist);
+        if !keep {
+            continue;
+        }
+        // Inside a noisy-neighbour window the noise explains the excursion.
+        if noisy_windows.iter().any(|&(na, nb)| a < nb && na < b) {
+            continue;
+        }
+        out.push(Window {
+            a,
+            b,
+            kind: if sign > 0.0 { "spike" } else { "dip" },
+            z: pz,
+            peak_i: pi,
+            typical: base[pi],
+            start_override: None,
+            end_override: None,
+        });
+    }
+
+    // Level shifts: the median of the next L bins differs from the median of
+    // the previous L bins by ≥ z_persist σ, and the new level persists.
+    let l = p.baseline_half_width / 2; // 15 bins each side
+    let rm = rolling_median(v, l);
+    let tiny = rolling_median(v, 3);
+    let mut cps: Vec<(usize, f64, f64, f64)> = Vec::new(); // start, sign, shift, pre
+    let mut i = l + 1;
+    while i + l < n {
+        let d = (rm[i + l] - rm[i - l - 1]) / sigma;
+        if d.abs() < p.z_persist + 1.0 {
+            i += 1;
+            continue;
+        }
+        // the extremum of this run of large |d|
+        let sign = d.signum();
+        let mut c = i;
+        let mut j = i;
+        while j + l < n && ((rm[j + l] - rm[j - l - 1]) / sigma) * sign >= p.z_persist + 1.0 {
+            if (rm[j + l] - rm[j - l - 1]) * sign > (rm[c + l] - rm[c - l - 1]) * sign {
+                c = j;
+            }
+            j += 1;
+        }
+        let pre = rm[c - l - 1];
+        let post = rm[c + l];
+        let mid = (pre + post) / 2.0;
+        // refine the start: first bin from c-l on that stays past the midpoint
+        let st = (c.saturating_sub(l)..(c + l).min(n))
+            .find(|&k| (tiny[k] - mid) * sign > 0.0)
+            .unwrap_or(c);
+        let persist_end = (st + p.level_shift_min_bins).min(n);
+        let held = median(&v[st..persist_end]).is_some_and(|m| (m - mid) * sign > 0.0);
+        if !held || persist_end - st < p.level_shift_min_bins {
+            i = j.max(i + 1);
+            continue;
+        }
+        cps.push((st, sign, post - pre, pre));
+        i = j.max(i + 1);
+    }
+    // Pair each shift with the next opposite step of at least half its size:
+    // that is where it ends; unpaired shifts last to the end of the data.
+    let mut k = 0;
+    while k < cps.len() {
+        let (st, sign, shift, pre) = cps[k];
+        let back =
+            (k + 1..cps.len()).find(|&m| cps[m].1 != sign && cps[m].2.abs() >= 0.5 * shift.abs());
+        let end = back.map(|m| cps[m].0).unwrap_or(n);
+        let ext = (st..end)
+            .max_by(|&x, &y| ((v[x] - pre) * sign).total_cmp(&((v[y] - pre) * sign)))
+            .unwrap_or(st);
+        out.push(Window {
+            a: st,
+            b: end,
+            kind: "level_shift",
+            z: shift / sigma,
+            peak_i: ext,
+            typical: pre,
+            start_override: None,
+            end_override: None,
+        });
+        k = back.map(|m| m + 1).unwrap_or(cps.len());
+    }
+
+    // Leak: a sustained monotone rise in block medians (fleet-relative when
+    // the fleet is large enough), too large for the noise.
+    // Without a fleet reference a diurnal rise looks exactly like a leak, so
+    // leaks are only detected fleet-relative.
+    if fleet_blocks.is_some() && s.ts[n - 1] - s.ts[0] >= p.leak_min_secs {
+        let mut bstart: Vec<i64> = Vec::new();
+        let mut bval: Vec<f64> = Vec::new();
+        let mut bidx: Vec<(usize, usize)> = Vec::new();
+        let mut i = 0;
+        while i < n {
+            let k = s.ts[i].div_euclid(block);
+            let a = i;
+            while i < n && s.ts[i].div_euclid(block) == k {
+                i += 1;
+            }
+            let mut vals: Vec<f64> = v[a..i].to_vec();
+            let mut m = median_in_place(&mut vals);
+            if let Some(f) = fleet_blocks.and_then(|fb| fb.get(&(k * block))) {
+                m -= f;
+            }
+            bstart.push(k * block);
+            bval.push(m);
+            bidx.push((a, i));
+        }
+        let nb = bval.len();
+        let win = ((p.leak_min_secs / block) as usize).max(4);
+        if nb >= win {
+            let bsig = {
+                let d: Vec<f64> = bval.windows(2).map(|x| x[1] - x[0]).collect();
+                (mad(&d).unwrap_or(0.0) * MAD_TO_SIGMA / std::f64::consts::SQRT_2).max(sigma / 4.0)
+            };
+            let mut rising = vec![false; nb];
+            for st in 0..=(nb - win) {
+                let xs: Vec<f64> = bstart[st..st + win]
+                    .iter()
+                    .map(|&t| (t - bstart[st]) as f64 / 3600.0)
+                    .collect();
+                if let Some(f) = theil_sen(&xs, &bval[st..st + win], 1.96) {
+                    let rise = f.slope * (xs[win - 1] - xs[0]);
+                    if f.tau >= 0.7 && rise > 0.0 && rise >= 4.0 * bsig {
+                        for r in rising.iter_mut().skip(st).take(win) {
+                            *r = true;
+                        }
+                    }
+                }
+            }
+            for (a, b) in runs(&rising) {
+                if b - a < win {
+                    continue;
+                }
+                // trim to the rising part: from the lowest to the highest block
+                let lo = (a..b)
+                    .min_by(|&x, &y| bval[x].total_cmp(&bval[y]))
+                    .unwrap_or(a);
+                let hi = (lo..b)
+                    .max_by(|&x, &y| bval[x].total_cmp(&bval[y]))
+                    .unwrap_or(b - 1);
+                if hi <= lo {
+                    continue;
+                }
+                let rise = bval[hi] - bval[lo];
+                let steps: f64 = (lo..hi)
+                    .map(|k| (bval[k + 1] - bval[k]).max(0.0))
+                    .fold(0.0, f64::max);
+                let dur = bstart[hi] + block - bstart[lo];
+                if dur < p.leak_min_secs
+                    || rise < p.leak_min_rise_sigma * sigma.min(bsig * 2.0).max(p.abs_floor)
+                    || steps > 0.5 * rise
+                {
+                    continue;
+                }
+                let (ia, ib) = (bidx[lo].0, bidx[hi].1);
+                let pi = (ia..ib)
+                    .max_by(|&x, &y| v[x].total_cmp(&v[y]))
+                    .unwrap_or(ia);
+                out.push(Window {
+                    a: ia,
+                    b: ib,
+                    kind: "leak",
+                    z: rise / sigma,
+                    peak_i: pi,
+                    typical: v[ia..(ia + 5).min(ib)].iter().copied().sum::<f64>()
+                        / ((ia + 5).min(ib) - ia) as f64,
+                    start_override: None,
+                    end_override: None,
+                });
+            }
+        }
+    }
+
+    // Merge overlapping or touching windows; the higher-priority kind wins.
+    out.sort_by_key(|x| (x.start_ts(s), x.end_ts(s)));
+    let mut merged: Vec<Window> = Vec::new();
+    for wdw in out {
+        if let Some(last) = merged.last_mut() {
+            if wdw.start_ts(s) <= last.end_ts(s) + 2 * w {
+                let (sa, sb) = (
+                    last.start_ts(s).min(wdw.start_ts(s)),
+                    last.end_ts(s).max(wdw.end_ts(s)),
+                );
+                if priority(wdw.kind) > priority(last.kind) {
+                    let mut nw = wdw.clone();
+                    nw.a = last.a.min(wdw.a);
+                    nw.b = last.b.max(wdw.b);
+                    *last = nw;
+                } else {
+                    last.a = last.a.min(wdw.a);
+                    last.b = last.b.max(wdw.b);
+                }
+                last.start_override = Some(sa);
+                last.end_override = Some(sb);
+                continue;
+            }
+        }
+        merged.push(wdw);
+    }
+    let _ = sigma;
+    merged
+}
+
+impl Window {
+    fn start_ts(&self, s: &Series) -> i64 {
+        self.start_override
+            .unwrap_or_else(|| s.ts[self.a.min(s.len() - 1)])
+    }
+    fn end_ts(&self, s: &Series) -> i64 {
+        self.end_override.unwrap_or_else(|| {
+            if self.b == 0 {
+                s.ts[0]
+            } else {
+                s.ts[(self.b - 1).min(s.len() - 1)] + s.width
+            }
+        })
+    }
+}
+
+/// Block size for trends and leaks: 15 minutes for ranges up to two days,
+/// then coarser so that a range has at most ~200 blocks; a multiple of the width.
+pub fn block_secs(range_secs: i64, width: i64) -> i64 {
+    let b = if range_secs <= 2 * 86400 {
+        900
+    } else {
+        (range_secs / 200).max(900)
+    };
+    let b = b.max(width);
+    b - b % width
+}
+
+/// Runs the whole analysis. `focus` limits anomalies, trends, forecasts and
+/// health to some servers; comparisons always use the whole fleet.
+pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params) -> Analysis {
+    let mut an = Analysis::default();
+    let range_secs = range.1 - range.0;
+    let block = block_secs(range_secs, ds.width.max(60));
+    let mut series: Vec<&Series> = ds.series.iter().filter(|s| !s.is_empty()).collect();
+    series.sort_by(|a, b| natural_cmp(&a.server, &b.server).then_with(|| a.metric.cmp(&b.metric)));
+
+    // Fleet block medians per metric (for fleet-relative leak detection).
+    let mut per_metric: BTreeMap<&str, Vec<&Series>> = BTreeMap::new();
+    for s in &series {
+        per_metric.entry(s.metric.as_str()).or_default().push(s);
+    }
+    let mut fleet_curves: HashMap<&str, HashMap<i64, f64>> = HashMap::new();
+    for (m, ss) in &per_metric {
+        if ss.len() < 5 {
+            continue;
+        }
+        let mut by_block: HashMap<i64, Vec<f64>> = HashMap::new();
+        for s in ss {
+            let mut i = 0;
+            while i < s.len() {
+                let k = s.ts[i].div_euclid(block);
+                let a = i;
+                while i < s.len() && s.ts[i].div_euclid(block) == k {
+                    i += 1;
+                }
+                let mut vals: Vec<f64> = s.avg[a..i].to_vec();
+                by_block
+                    .entry(k * block)
+                    .or_default()
+                    .push(median_in_place(&mut vals));
+            }
+        }
+        let curve = by_block
+            .into_iter()
+            .map(|(k, mut v)| (k, median_in_place(&mut v)))
+            .collect();
+        fleet_curves.insert(m, curve);
+    }
+
+    let focused = |s: &Series| focus.is_none_or(|f| f == s.server);
+    let mut n_a = 0;
+    let mut n_t = 0;
+    let mut n_f = 0;
+    for s in series.iter().copied().filter(|s| focused(s)) {
+        // anomalies
+        let windows = detect_series(s, p, range, fleet_curves.get(s.metric.as_str()), block);
+        let level = median(&s.avg).unwrap_or(0.0);
+        let base_sigma = {
+            let base = rolling_median(&s.avg, p.baseline_half_width);
+            let resid: Vec<f64> = s.avg.iter().zip(&base).map(|(x, b)| x - b).collect();
+            noise_sigma(&resid, level, p)
+        };
+        for wdw in windows {
+            n_a += 1;
+            let start = wdw.start_ts(s);
+            let end = wdw.end_ts(s);
+            let minutes = (end - start) as f64 / 60.0;
+            let (score, peak) = match wdw.kind {
+                "stuck" | "dropout" => (
+                    score_from_minutes(minutes),
+                    s.avg[wdw.peak_i.min(s.len() - 1)],
+                ),
+                _ => (score_from_z(wdw.z), s.avg[wdw.peak_i.min(s.len() - 1)]),
+            };
+            let typical = wdw.typical;
+            let band = [
+                r2(clamp_metric(&s.metric, typical - 3.0 * base_sigma)),
+                r2(clamp_metric(&s.metric, typical + 3.0 * base_sigma)),
+            ];
+            an.anomalies.push(Anomaly {
+                id: format!("A{n_a}"),
+                server: s.server.clone(),
+                metric: s.metric.clone(),
+                kind: wdw.kind.to_string(),
+                start: ts(start),
+                end: ts(end),
+                duration_minutes: r2(minutes),
+                peak: r2(peak),
+                typical: r2(typical),
+                band,
+                score,
+                severity: Severity::from_score(score),
+                z: r2(wdw.z),
+            });
+        }
+
+        // trend on block medians
+        let (bx, by) = block_medians(s, block);
+        if let Some(f) = theil_sen(&bx, &by, crate::stats::z_for(p.confidence)) {
+            n_t += 1;
+            let hours = (range_secs as f64 / 3600.0).max(bx.last().copied().unwrap_or(0.0) - bx[0]);
+            let change = f.slope * hours;
+            let material = change.abs() >= 3.0 * base_sigma.max(f.resid_sigma / 2.0);
+            an.trends.push(Trend {
+                id: format!("T{n_t}"),
+                server: s.server.clone(),
+                metric: s.metric.clone(),
+                slope_per_hour: round_sig(f.slope),
+                ci_low: round_sig(f.slope_lo),
+                ci_high: round_sig(f.slope_hi),
+                confidence: p.confidence,
+                significant: f.significant(),
+                material,
+                change_over_window: r2(change),
+                points: f.n,
+                method: "Theil-Sen on block medians, Sen's interval",
+            });
+
+            // forecast from the last 12 hours of blocks (or all)
+            let cut = bx.last().copied().unwrap_or(0.0) - 12.0;
+            let k0 = bx.iter().position(|&x| x >= cut).unwrap_or(0);
+            let (fx, fy) = (&bx[k0..], &by[k0..]);
+            if let Some(ff) = theil_sen(fx, fy, crate::stats::z_for(p.confidence)) {
+                n_f += 1;
+                let zq = crate::stats::z_for(p.confidence);
+                let se_slope = if ff.slope_hi.is_finite() && ff.slope_lo.is_finite() {
+                    (ff.slope_hi - ff.slope_lo) / (2.0 * zq)
+                } else {
+                    ff.slope.abs()
+                };
+                let x_end = (range.1 - range.0) as f64 / 3600.0;
+                let mut points = Vec::new();
+                for h in 1..=p.forecast_hours.max(0) {
+                    let x = x_end + h as f64;
+                    let val = ff.intercept + ff.slope * x;
+                    let ahead = x - fx.last().copied().unwrap_or(x_end);
+                    let half = zq * (ff.resid_sigma.powi(2) + (se_slope * ahead).powi(2)).sqrt();
+                    points.push(ForecastPoint {
+                        ts: ts(range.1 + h * 3600),
+                        value: r2(clamp_metric(&s.metric, val)),
+                        lo: r2(clamp_metric(&s.metric, val - half)),
+                        hi: r2(clamp_metric(&s.metric, val + half)),
+                    });
+                }
+                let threshold = threshold_for(&s.metric);
+                let mut hours_to = None;
+                if let Some(thr) = threshold {
+                    let now = ff.intercept + ff.slope * x_end;
+                    let trend_ok = ff.significant() && material;
+                    if trend_ok && ff.slope > 0.0 && now < thr {
+                        let h = (thr - now) / ff.slope;
+                        if h <= 24.0 * 14.0 {
+                            hours_to = Some(r2(h));
+                        }
+                    }
+                }
+                an.forecasts.push(Forecast {
+                    id: format!("F{n_f}"),
+                    server: s.server.clone(),
+                    metric: s.metric.clone(),
+                    method: "Theil-Sen line on the last 12 h of block medians; interval from residual scatter and slope uncertainty",
+                    confidence: p.confidence,
+                    points,
+                    threshold,
+                    hours_to_threshold: hours_to,
+                    threshold_eta: hours_to.map(|h| ts(range.1 + (h * 3600.0) as i64)),
+                });
+            }
+        }
+    }
+
+    // fleet comparison per metric
+    let mut n_c = 0;
+    for (m, ss) in &per_metric {
+        let mut ranking: Vec<Ranked> = ss
+            .iter()
+            .filter_map(|s| {
+                median(&s.avg).map(|md| Ranked {
+                    server: s.server.clone(),
+                    median: md,
+                    robust_z: 0.0,
+                })
+            })
+            .collect();
+        let meds: Vec<f64> = ranking.iter().map(|r| r.median).collect();
+        let Some(fleet) = median(&meds) else { continue };
+        let spread = (mad(&meds).unwrap_or(0.0) * MAD_TO_SIGMA)
+            .max(0.05 * fleet.abs())
+            .max(p.abs_floor);
+        for r in &mut ranking {
+            r.robust_z = r2((r.median - fleet) / spread);
+            r.median = r2(r.median);
+        }
+        ranking.sort_by(|a, b| {
+            b.median
+                .total_cmp(&a.median)
+                .then_with(|| natural_cmp(&a.server, &b.server))
+        });
+        let mut standouts = Vec::new();
+        if ranking.len() >= 4 {
+            for r in &ranking {
+                if r.robust_z.abs() >= p.fleet_z && focus.is_none_or(|f| f == r.server) {
+                    n_c += 1;
+                    standouts.push(Standout {
+                        id: format!("C{n_c}"),
+                        server: r.server.clone(),
+                        metric: m.to_string(),
+                        median: r.median,
+                        fleet_median: r2(fleet),
+                        robust_z: r.robust_z,
+                        direction: if r.robust_z > 0.0 { "above" } else { "below" },
+                    });
+                }
+            }
+        }
+        an.comparisons.push(Comparison {
+            metric: m.to_string(),
+            fleet_median: r2(fleet),
+            servers: ranking.len(),
+            ranking,
+            standouts,
+        });
+    }
+
+    // health per server
+    let mut servers: Vec<&str> = series
+        .iter()
+        .filter(|s| focused(s))
+        .map(|s| s.server.as_str())
+        .collect();
+    servers.dedup();
+    for (k, srv) in servers.iter().enumerate() {
+        let mine: Vec<&Anomaly> = an.anomalies.iter().filter(|a| a.server == *srv).collect();
+        let critical = mine
+            .iter()
+            .filter(|a| a.severity == Severity::Critical)
+            .count();
+        let warnings = mine
+            .iter()
+            .filter(|a| a.severity == Severity::Warning)
+            .count();
+        let mut notes = Vec::new();
+        for f in an.forecasts.iter().filter(|f| f.server == *srv) {
+            if let (Some(h), Some(t)) = (f.hours_to_threshold, f.threshold) {
+                notes.push(format!(
+                    "{} reaches {} in {} h at the current trend ({})",
+                    f.metric, t, h, f.id
+                ));
+            }
+        }
+        for c in an
+            .comparisons
+            .iter()
+            .flat_map(|c| &c.standouts)
+            .filter(|c| c.server == *srv)
+        {
+            notes.push(format!("{} stands out from the fleet ({})", c.metric, c.id));
+        }
+        let status = if critical > 0 {
+            "critical"
+        } else if warnings > 0 || !notes.is_empty() {
+            "warning"
+        } else {
+            "ok"
+        };
+        let penalty: f64 =
+            mine.iter().map(|a| a.score / 4.0).sum::<f64>() + 5.0 * notes.len() as f64;
+        let medians = series
+            .iter()
+            .filter(|s| s.server == *srv)
+            .filter_map(|s| median(&s.avg).map(|m| (s.metric.clone(), r2(m))))
+            .collect();
+        an.health.push(Health {
+            id: format!("H{}", k + 1),
+            server: srv.to_string(),
+            status,
+            score: (100.0 - penalty).clamp(0.0, 100.0).round(),
+            anomalies: mine.len(),
+            critical,
+            warnings,
+            medians,
+            notes,
+        });
+    }
+
+    an.facts = facts_of(&an);
+    an
+}
+
+/// Rounds to 4 significant digits (slopes can be small).
+pub fn round_sig(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let mag = x.abs().log10().floor() as i32;
+    let scale = 10f64.powi(3 - mag);
+    (x * scale).round() / scale
+}
+
+fn block_medians(s: &Series, block: i64) -> (Vec<f64>, Vec<f64>) {
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    let mut i = 0;
+    let t0 = s.ts.first().copied().unwrap_or(0);
+    while i < s.len() {
+        let k = s.ts[i].div_euclid(block);
+        let a = i;
+        while i < s.len() && s.ts[i].div_euclid(block) == k {
+            i += 1;
+        }
+        if i - a >= 2 || block == s.width {
+            let mut vals = s.avg[a..i].to_vec();
+            xs.push(((s.ts[a] + s.ts[i - 1]) / 2 - t0) as f64 / 3600.0);
+            ys.push(median_in_place(&mut vals));
+        }
+    }
+    (xs, ys)
+}
+
+fn fmt_num(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Builds the citable facts from the results, in a stable order.
+fn facts_of(an: &Analysis) -> Vec<Fact> {
+    let mut facts = Vec::new();
+    for a in &an.anomalies {
+        let mut values = BTreeMap::new();
+        values.insert("peak".into(), a.peak);
+        values.insert("typical".into(), a.typical);
+        values.insert("band_low".into(), a.band[0]);
+        values.insert("band_high".into(), a.band[1]);
+        values.insert("score".into(), a.score);
+        values.insert("duration_minutes".into(), a.duration_minutes);
+        facts.push(Fact {
+            id: a.id.clone(),
+            kind: "anomaly",
+            server: Some(a.server.clone()),
+            metric: Some(a.metric.clone()),
+            start: Some(a.start),
+            end: Some(a.end),
+            severity: a.severity,
+            weight: a.score,
+            statement: format!(
+                "{} {} {} from {} to {}: peak {}, typical {}, expected {}..{}, score {} ({})",
+                a.server,
+                a.metric,
+                a.kind,
+                a.start.format("%Y-%m-%dT%H:%MZ"),
+                a.end.format("%Y-%m-%dT%H:%MZ"),
+                fmt_num(a.peak),
+                fmt_num(a.typical),
+                fmt_num(a.band[0]),
+                fmt_num(a.band[1]),
+                fmt_num(a.score),
+                a.severity.as_str()
+            ),
+            values,
+        });
+    }
+    for t in an.trends.iter().filter(|t| t.significant && t.material) {
+        let mut values = BTreeMap::new();
+        values.insert("slope_per_hour".into(), t.slope_per_hour);
+        values.insert("ci_low".into(), t.ci_low);
+        values.insert("ci_high".into(), t.ci_high);
+        values.insert("change_over_window".into(), t.change_over_window);
+        values.insert("confidence_pct".into(), (t.confidence * 100.0).round());
+        facts.push(Fact {
+            id: t.id.clone(),
+            kind: "trend",
+            server: Some(t.server.clone()),
+            metric: Some(t.metric.clone()),
+            start: None,
+            end: None,
+            severity: Severity::Info,
+            weight: 20.0,
+            statement: format!(
+                "{} {} trend {} per hour ({}% CI {} to {}), change over the window {}",
+                t.server,
+                t.metric,
+                fmt_num(t.slope_per_hour),
+                fmt_num((t.confidence * 100.0).round()),
+                fmt_num(t.ci_low),
+                fmt_num(t.ci_high),
+                fmt_num(t.change_over_window)
+            ),
+            values,
+        });
+    }
+    for c in &an.comparisons {
+        for s in &c.standouts {
+            let mut values = BTreeMap::new();
+            values.insert("median".into(), s.median);
+            values.insert("fleet_median".into(), s.fleet_median);
+            values.insert("robust_z".into(), s.robust_z);
+            facts.push(Fact {
+                id: s.id.clone(),
+                kind: "comparison",
+                server: Some(s.server.clone()),
+                metric: Some(s.metric.clone()),
+                start: None,
+                end: None,
+                severity: Severity::Minor,
+                weight: 30.0 + s.robust_z.abs(),
+                statement: format!(
+                    "{} {} median {} is {} the fleet median {} (robust z {})",
+                    s.server,
+                    s.metric,
+                    fmt_num(s.median),
+                    s.direction,
+                    fmt_num(s.fleet_median),
+                    fmt_num(s.robust_z)
+                ),
+                values,
+            });
+        }
+    }
+    for f in an
+        .forecasts
+        .iter()
+        .filter(|f| f.hours_to_threshold.is_some())
+    {
+        let mut values = BTreeMap::new();
+        let (h, thr) = (
+            f.hours_to_threshold.unwrap_or(0.0),
+            f.threshold.unwrap_or(0.0),
+        );
+        values.insert("hours_to_threshold".into(), h);
+        values.insert("threshold".into(), thr);
+        if let Some(last) = f.points.last() {
+            values.insert("forecast_value".into(), last.value);
+            values.insert("forecast_low".into(), last.lo);
+            values.insert("forecast_high".into(), last.hi);
+            values.insert("forecast_hours".into(), f.points.len() as f64);
+        }
+        facts.push(Fact {
+            id: f.id.clone(),
+            kind: "forecast",
+            server: Some(f.server.clone()),
+            metric: Some(f.metric.clone()),
+            start: None,
+            end: f.threshold_eta,
+            severity: if h <= 24.0 {
+                Severity::Warning
+            } else {
+                Severity::Minor
+            },
+            weight: 60.0 - h.min(50.0),
+            statement: format!(
+                "{} {} is forecast to reach {} in {} hours at the current trend",
+                f.server,
+                f.metric,
+                fmt_num(thr),
+                fmt_num(h)
+            ),
+            values,
+        });
+    }
+    for h in &an.health {
+        let mut values: BTreeMap<String, f64> = h
+            .medians
+            .iter()
+            .map(|(k, v)| (format!("median_{k}"), *v))
+            .collect();
+        values.insert("health_score".into(), h.score);
+        values.insert("anomalies".into(), h.anomalies as f64);
+        values.insert("critical".into(), h.critical as f64);
+        values.insert("warnings".into(), h.warnings as f64);
+        let meds: Vec<String> = h
+            .medians
+            .iter()
+            .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
+            .collect();
+        facts.push(Fact {
+            id: h.id.clone(),
+            kind: "health",
+            server: Some(h.server.clone()),
+            metric: None,
+            start: None,
+            end: None,
+            severity: match h.status {
+                "critical" => Severity::Critical,
+                "warning" => Severity::Warning,
+                _ => Severity::Info,
+            },
+            weight: if h.status == "ok" { 1.0 } else { 10.0 },
+            statement: format!(
+                "{} health {} (score {}), {} anomalies ({} critical); medians: {}",
+                h.server,
+                h.status,
+                fmt_num(h.score),
+                h.anomalies,
+                h.critical,
+                meds.join(", ")
+            ),
+            values,
+        });
+    }
+    facts
+}
+
+#[cfg(test)]
+pub mod synth {
+    //! Synthetic series with known anomalies, shared by unit tests.
+    use super::Series;
+
+    /// Deterministic pseudo-random numbers (PCG-like), approx. N(0,1) via sums.
+    pub struct Rng(pub u64);
+    impl Rng {
+        pub fn uniform(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+        }
+        pub fn normal(&mut self) -> f64 {
+            (0..12).map(|_| self.uniform()).sum::<f64>() - 6.0
+        }
+    }
+
+    /// A day of one-minute bins: daily sine around `level` plus noise.
+    pub fn day(server: &str, metric: &str, t0: i64, level: f64, noise: f64, seed: u64) -> Series {
+        let mut rng = Rng(seed);
+        let mut s = Series::new(server, metric, 60);
+        for i in 0..1440i64 {
+            let t = t0 + i * 60;
+            let season = 10.0 * (2.0 * std::f64::consts::PI * (i as f64) / 1440.0).sin();
+            let v = level + season + noise * rng.normal();
+            s.ts.push(t);
+            s.count.push(12);
+            s.avg.push(v);
+            s.min.push(v - noise);
+            s.max.push(v + noise);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synth::*;
+    use super::*;
+
+    const T0: i64 = 1_763_164_800; // 2025-11-15T00:00:00Z
+
+    fn run(series: Vec<Series>) -> Analysis {
+        let ds = Dataset { width: 60, series };
+        analyse(&ds, (T0, T0 + 86400), None, &Params::default())
+    }
+
+    fn anomalies_of<'a>(an: &'a Analysis, server: &str, metric: &str) -> Vec<&'a Anomaly> {
+        an.anomalies
+            .iter()
+            .filter(|a| a.server == server && a.metric == metric)
+            .collect()
+    }
+
+    #[test]
+    fn clean_series_have_no_anomalies() {
+        let series: Vec<Series> = (1..=10)
+            .map(|k| day(&format!("srv-{k}"), "cpu", T0, 40.0, 1.5, k))
+            .collect();
+        let an = run(series);
+        assert!(an.anomalies.is_empty(), "{:#?}", an.anomalies);
+    }
+
+    #[test]
+    fn spike_is_found_with_window_and_peak() {
+        let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 7);
+        for i in 600..606 {
+            s.avg[i] += 30.0;
+        }
+        let an = run(vec![s.clone()]);
+        let a = anomalies_of(&an, "srv-1", "cpu");
+        assert_eq!(a.len(), 1, "{a:#?}");
+        assert_eq!(a[0].kind, "spike");
+        assert_eq!(a[0].start.timestamp(), T0 + 600 * 60);
+        assert_eq!(a[0].end.timestamp(), T0 + 606 * 60);
+        let peak = s.avg[600..606].iter().copied().fold(f64::MIN, f64::max);
+        assert_eq!(a[0].peak, r2(peak));
+        assert!(a[0].typical < a[0].band[1] && a[0].band[1] < a[0].peak);
+        assert_eq!(a[0].severity, Severity::Critical);
+        assert!(an
+            .facts
+            .iter()
+            .any(|f| f.id == a[0].id && f.values["peak"] == a[0].peak));
+    }
+
+    #[test]
+    fn single_bin_blip_below_persistence_threshold_is_ignored() {
+        let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 9);
+        s.avg[700] += 6.0; // about 6σ, one bin: below z_single
+        let an = run(vec![s]);
+        assert!(an.anomalies.is_empty(), "{:#?}", an.anomalies);
+    }
+
+    #[test]
+    fn level_shift_is_found_with_its_end() {
+        let mut s = day("srv-1", "memory", T0, 50.0, 1.0, 11);
+        for i in 500..800 {
+            s.avg[i] += 15.0;
+        }
+        let an = run(vec![s]);
+        let a = anomalies_of(&an, "srv-1", "memory");
+        assert_eq!(a.len(), 1, "{a:#?}");
+        assert_eq!(a[0].kind, "level_shift");
+        let st = (a[0].start.timestamp() - T0) / 60;
+        let en = (a[0].end.timestamp() - T0) / 60;
+        assert!((499..=502).contains(&st), "start {st}");
+        assert!((795..=806).contains(&en), "end {en}");
+    }
+
+    #[test]
+    fn stuck_and_dropout_are_found() {
+        let mut s = day("srv-2", "disk_io", T0, 30.0, 1.0, 13);
+        for i in 200..240 {
+            s.avg[i] = 31.25;
+        }
+        // remove 10 bins: a dropout
+        let keep: Vec<usize> = (0..1440).filter(|i| !(900..910).contains(i)).collect();
+        let pick = |v: &Vec<f64>| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        s.avg = pick(&s.avg);
+        s.min = pick(&s.min);
+        s.max = pick(&s.max);
+        s.ts = keep.iter().map(|&i| s.ts[i]).collect();
+        s.count = keep.iter().map(|&i| s.count[i]).collect();
+        let an = run(vec![s]);
+        let a = anomalies_of(&an, "srv-2", "disk_io");
+        let stuck: Vec<_> = a.iter().filter(|x| x.kind == "stuck").collect();
+        let drop: Vec<_> = a.iter().filter(|x| x.kind == "dropout").collect();
+        assert_eq!(stuck.len(), 1, "{a:#?}");
+        assert_eq!(stuck[0].start.timestamp(), T0 + 200 * 60);
+        assert_eq!(stuck[0].end.timestamp(), T0 + 240 * 60);
+        assert_eq!(drop.len(), 1, "{a:#?}");
+        assert_eq!(drop[0].start.timestamp(), T0 + 900 * 60);
+        assert_eq!(drop[0].end.timestamp(), T0 + 910 * 60);
+        assert_eq!(a.len(), 2, "{a:#?}");
+    }
+
+    #[test]
+    fn leak_is_found_against_the_fleet() {
+        let mut series: Vec<Series> = (1..=8)
+            .map(|k| day(&format!("srv-{k}"), "memory", T0, 50.0, 1.0, 100 + k))
+            .collect();
+        for i in 600..1000 {
+            series[2].avg[i] += (i - 600) as f64 * 0.08; // +32 over 400 minutes
+        }
+        for i in 1000..1440 {
+            series[2].avg[i] += 32.0;
+        }
+        let an = run(series);
+        let a = anomalies_of(&an, "srv-3", "memory");
+        assert!(a.iter().any(|x| x.kind == "leak"), "{a:#?}");
+        let leak = a.iter().find(|x| x.kind == "leak").unwrap();
+        assert!(
+            leak.start.timestamp() <= T0 + 660 * 60 && leak.end.timestamp() >= T0 + 960 * 60,
+            "{leak:#?}"
+        );
+        let others: Vec<_> = an
+            .anomalies
+            .iter()
+            .filter(|x| x.server != "srv-3")
+            .collect();
+        assert!(others.is_empty(), "{others:#?}");
+        // the leak also makes a significant upward trend and srv-3 memory rises
+        let t = an.trends.iter().find(|t| t.server == "srv-3").unwrap();
+        assert!(t.significant && t.slope_per_hour > 0.0, "{t:#?}");
+    }
+
+    #[test]
+    fn fleet_standout_and_ranking() {
+        let mut series: Vec<Series> = (1..=8)
+            .map(|k| {
+                day(
+                    &format!("srv-{k}"),
+                    "cpu",
+                    T0,
+                    40.0 + k as f64 * 0.3,
+                    1.0,
+                    200 + k,
+                )
+            })
+            .collect();
+        series.push(day("srv-9", "cpu", T0, 80.0, 1.0, 300));
+        let an = run(series);
+        let c = &an.comparisons[0];
+        assert_eq!(c.ranking[0].server, "srv-9");
+        assert_eq!(c.standouts.len(), 1, "{c:#?}");
+        assert_eq!(c.standouts[0].server, "srv-9");
+        assert_eq!(c.standouts[0].direction, "above");
+        // independent recomputation of the fleet median of server medians
+        let mut meds: Vec<f64> = an.health.iter().map(|h| h.medians["cpu"]).collect();
+        meds.sort_by(f64::total_cmp);
+        assert!(
+            (c.fleet_median - meds[4]).abs() < 0.02,
+            "{} vs {}",
+            c.fleet_median,
+            meds[4]
+        );
+    }
+
+    #[test]
+    fn forecast_reaches_threshold_only_with_a_trend() {
+        let mut rng = Rng(5);
+        let mut rising = Series::new("srv-1", "memory", 60);
+        let mut flat = Series::new("srv-2", "memory", 60);
+        for i in 0..1440i64 {
+            let t = T0 + i * 60;
+            for (s, v) in [
+                (&mut rising, 40.0 + i as f64 * (1.0 / 60.0)),
+                (&mut flat, 60.0),
+            ] {
+                let v = v + 0.5 * rng.normal();
+                s.ts.push(t);
+                s.count.push(12);
+                s.avg.push(v);
+                s.min.push(v);
+                s.max.push(v);
+            }
+        }
+        let an = run(vec![rising, flat]);
+        let f1 = an.forecasts.iter().find(|f| f.server == "srv-1").unwrap();
+        // 40 + 24 = 64 at the end; 1 per hour → 90 in about 26 hours
+        let h = f1.hours_to_threshold.expect("rising memory has an ETA");
+        assert!((h - 26.0).abs() < 1.5, "{h}");
+        let p1 = &f1.points[0];
+        assert!((p1.value - 65.0).abs() < 0.6, "{p1:?}");
+        assert!(p1.lo < p1.value && p1.value < p1.hi);
+        let t1 = an.trends.iter().find(|t| t.server == "srv-1").unwrap();
+        assert!(
+            (t1.slope_per_hour - 1.0).abs() < 0.05 && t1.ci_low < 1.0 && t1.ci_high > 1.0,
+            "{t1:#?}"
+        );
+        let f2 = an.forecasts.iter().find(|f| f.server == "srv-2").unwrap();
+        assert!(f2.hours_to_threshold.is_none());
+        let t2 = an.trends.iter().find(|t| t.server == "srv-2").unwrap();
+        assert!(!t2.material, "{t2:#?}");
+    }
+
+    #[test]
+    fn scores_and_severity() {
+        assert_eq!(score_from_z(3.0), 0.0);
+        assert!(score_from_z(7.0) > 40.0 && score_from_z(7.0) < 60.0);
+        assert!(score_from_z(30.0) > 95.0);
+        assert_eq!(Severity::from_score(85.0), Severity::Critical);
+        assert_eq!(round_sig(0.000123456), 0.0001235);
+    }
+}

@@ -1,0 +1,319 @@
+//! Database access: the pool and every query the service runs. All reads, on
+//! `metricagg.bins` in the analytics database, with the read-only api role.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::error::ApiError;
+
+/// Widths the pipeline stores by default, finest first (seconds).
+pub const STORED_WIDTHS: [i64; 2] = [60, 3600];
+
+/// Origin of fixed-width bins: Monday 2000-01-03 00:00 UTC, as `metricagg_bin`
+/// and TimescaleDB's `time_bucket`.
+pub const BIN_ORIGIN_EPOCH: i64 = 946_857_600;
+
+pub fn make_pool(url: &str, max_size: usize, timeout: Duration) -> Result<Pool, String> {
+    let mut pg =
+        tokio_postgres::Config::from_str(url).map_err(|e| format!("invalid database URL: {e}"))?;
+    pg.connect_timeout(timeout);
+    pg.application_name("insights-api");
+    let mgr = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(mgr)
+        .max_size(max_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .map_err(|e| format!("cannot build the pool: {e}"))
+}
+
+/// The database answers a trivial query.
+pub async fn ping(pool: &Pool) -> Result<(), ApiError> {
+    let c = pool.get().await?;
+    c.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServerInfo {
+    pub server_id: String,
+    pub metrics: Vec<String>,
+    pub first_bin: DateTime<Utc>,
+    pub last_bin: DateTime<Utc>,
+    pub bins: i64,
+}
+
+/// Natural order: srv-2 before srv-10.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn key(s: &str) -> (String, u64) {
+        let digits: String = s
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let prefix = s[..s.len() - digits.len()].to_string();
+        (prefix, digits.parse().unwrap_or(0))
+    }
+    key(a).cmp(&key(b)).then_with(|| a.cmp(b))
+}
+
+pub async fn servers(pool: &Pool) -> Result<Vec<ServerInfo>, ApiError> {
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT server_id, array_agg(DISTINCT metric_type ORDER BY metric_type), min(ts), max(ts), count(*)
+               FROM metricagg.bins WHERE width = $1::bigint * interval '1 second'
+              GROUP BY server_id",
+            &[&STORED_WIDTHS[0]],
+        )
+        .await?;
+    let mut out: Vec<ServerInfo> = rows
+        .iter()
+        .map(|r| ServerInfo {
+            server_id: r.get(0),
+            metrics: r.get(1),
+            first_bin: r.get(2),
+            last_bin: r.get(3),
+            bins: r.get(4),
+        })
+        .collect();
+    out.sort_by(|a, b| natural_cmp(&a.server_id, &b.server_id));
+    Ok(out)
+}
+
+pub async fn server_exists(pool: &Pool, server: &str) -> Result<bool, ApiError> {
+    let c = pool.get().await?;
+    let r = c
+        .query_opt(
+            "SELECT 1 FROM metricagg.bins WHERE server_id = $1 LIMIT 1",
+            &[&server],
+        )
+        .await?;
+    Ok(r.is_some())
+}
+
+pub async fn metric_exists(pool: &Pool, metric: &str) -> Result<bool, ApiError> {
+    let c = pool.get().await?;
+    let r = c
+        .query_opt(
+            "SELECT 1 FROM metricagg.bins WHERE metric_type = $1 LIMIT 1",
+            &[&metric],
+        )
+        .await?;
+    Ok(r.is_some())
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Period {
+    pub start: DateTime<Utc>,
+    /// Exclusive: the end of the last bin.
+    pub end: DateTime<Utc>,
+    pub servers: Vec<String>,
+    /// Distinct bin start times in the period.
+    pub timestamps: i64,
+    /// Stored bins (rows) in the period, all servers and metrics.
+    pub bins: i64,
+}
+
+/// Contiguous periods with data at the finest stored width; a gap longer than
+/// `gap_bins` bins splits a period.
+pub async fn periods(pool: &Pool, gap_bins: i64) -> Result<Vec<Period>, ApiError> {
+    let width = STORED_WIDTHS[0];
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "WITH d AS (
+                 SELECT ts, count(*) AS n, array_agg(DISTINCT server_id) AS srv
+                   FROM metricagg.bins WHERE width = $1::bigint * interval '1 second' GROUP BY ts),
+             g AS (
+                 SELECT ts, n, srv, CASE WHEN ts - lag(ts) OVER (ORDER BY ts)
+                          > ($2::bigint + 1) * $1::bigint * interval '1 second' THEN 1 ELSE 0 END AS brk
+                   FROM d),
+             p AS (SELECT ts, n, srv, sum(brk) OVER (ORDER BY ts) AS pid FROM g)
+             SELECT min(ts), max(ts) + $1::bigint * interval '1 second', count(*), sum(n)::bigint,
+                    (SELECT array_agg(DISTINCT s) FROM p p2, unnest(p2.srv) s WHERE p2.pid = p.pid)
+               FROM p GROUP BY pid ORDER BY pid",
+            &[&width, &gap_bins.max(0)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let mut servers: Vec<String> = r.get(4);
+            servers.sort_by(|a, b| natural_cmp(a, b));
+            Period {
+                start: r.get(0),
+                end: r.get(1),
+                timestamps: r.get(2),
+                bins: r.get(3),
+                servers,
+            }
+        })
+        .collect())
+}
+
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+pub struct Point {
+    pub ts: DateTime<Utc>,
+    pub count: i64,
+    pub avg: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Exact p80 when the bin is a stored width; `None` otherwise (p80s are
+    /// never averaged).
+    pub p80: Option<f64>,
+}
+
+/// The stored width to aggregate from for a requested width: the largest
+/// stored width that divides it.
+pub fn source_width(width: i64) -> i64 {
+    STORED_WIDTHS
+        .iter()
+        .rev()
+        .copied()
+        .find(|s| width % s == 0)
+        .unwrap_or(STORED_WIDTHS[0])
+}
+
+/// Floors `t` to a multiple of `width` from the bin origin.
+pub fn floor_to_bin(t: i64, width: i64) -> i64 {
+    BIN_ORIGIN_EPOCH + (t - BIN_ORIGIN_EPOCH).div_euclid(width) * width
+}
+
+/// One series at `width`, aggregated from `source` (a stored width dividing
+/// `width`): count-weighted avg, min of mins, max of maxes; p80 only when the
+/// width is itself stored.
+pub async fn series(
+    pool: &Pool,
+    server: &str,
+    metric: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    width: i64,
+    source: i64,
+) -> Result<Vec<Point>, ApiError> {
+    let c = pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT date_bin($5::bigint * interval '1 second', ts, TIMESTAMPTZ '2000-01-03 00:00:00+00') AS b,
+                    sum(count)::bigint,
+                    sum(avg * count) FILTER (WHERE avg IS NOT NULL)
+                      / nullif(sum(count) FILTER (WHERE avg IS NOT NULL), 0)::float8,
+                    min(min), max(max),
+                    CASE WHEN $5::bigint = $6::bigint THEN max(p80) END
+               FROM metricagg.bins
+              WHERE server_id = $1 AND metric_type = $2 AND width = $6::bigint * interval '1 second'
+                AND ts >= $3 AND ts < $4
+              GROUP BY b ORDER BY b",
+            &[&server, &metric, &start, &end, &width, &source],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Point {
+            ts: r.get(0),
+            count: r.get(1),
+            avg: r.get(2),
+            min: r.get(3),
+            max: r.get(4),
+            p80: r.get(5),
+        })
+        .collect())
+}
+
+/// Raw stored bins for analysis, ordered by server, metric, time.
+#[derive(Clone, Debug, Default)]
+pub struct BinRows {
+    pub server: Vec<String>,
+    pub metric: Vec<String>,
+    pub ts: Vec<i64>,
+    pub count: Vec<i64>,
+    pub avg: Vec<f64>,
+    pub min: Vec<f64>,
+    pub max: Vec<f64>,
+}
+
+pub async fn fetch_bins(
+    pool: &Pool,
+    width: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    metric: Option<&str>,
+) -> Result<crate::analysis::Dataset, ApiError> {
+    let c = pool.get().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT server_id, metric_type, extract(epoch FROM ts)::bigint, count, avg, min, max
+               FROM metricagg.bins
+              WHERE width = $1::bigint * interval '1 second' AND ts >= $2 AND ts < $3
+                AND ($4::text IS NULL OR metric_type = $4)
+                AND count > 0 AND avg IS NOT NULL
+              ORDER BY server_id, metric_type, ts",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&width, &start, &end, &metric]).await?;
+    let mut ds = crate::analysis::Dataset {
+        width,
+        series: Vec::new(),
+    };
+    for r in &rows {
+        let server: &str = r.get(0);
+        let metric: &str = r.get(1);
+        let need_new = match ds.series.last() {
+            Some(s) => s.server != server || s.metric != metric,
+            None => true,
+        };
+        if need_new {
+            ds.series
+                .push(crate::analysis::Series::new(server, metric, width));
+        }
+        let s = ds.series.last_mut().expect("pushed above");
+        let avg: f64 = r.get(4);
+        s.ts.push(r.get(2));
+        s.count.push(r.get(3));
+        s.avg.push(avg);
+        s.min.push(r.get::<_, Option<f64>>(5).unwrap_or(avg));
+        s.max.push(r.get::<_, Option<f64>>(6).unwrap_or(avg));
+    }
+    Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["srv-10", "srv-2", "srv-1", "db-3"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["db-3", "srv-1", "srv-2", "srv-10"]);
+    }
+
+    #[test]
+    fn widths_and_floors() {
+        assert_eq!(source_width(300), 60);
+        assert_eq!(source_width(3600), 3600);
+        assert_eq!(source_width(7200), 3600);
+        assert_eq!(source_width(5400), 60);
+        // 2000-01-03 is a Monday: weekly bins start on Mondays.
+        let t = 1_763_200_800; // 2025-11-15T10:00:00Z, a Saturday
+        let w = floor_to_bin(t, 7 * 86400);
+        assert_eq!(w, 1_762_732_800); // 2025-11-10T00:00:00Z, a Monday
+        assert_eq!(floor_to_bin(t + 59, 60), t);
+    }
+}

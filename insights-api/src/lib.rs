@@ -1,0 +1,10 @@
+//! insights-api: grounded anomaly, trend, comparison and forecast insights over
+//! metricagg bins, narrated by an OpenAI-compatible LLM or a local narrator.
+
+pub mod analysis;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod narrative;
+pub mod params;
+pub mod stats;
