@@ -206,6 +206,29 @@ mod tests {
         (sink.0, labels)
     }
 
+    fn hash_of(c: &GenConfig) -> (u64, u64) {
+        let mut g = Generator::new(c.clone());
+        let mut enc = crate::encode::CopyEncoder::new(&c.servers);
+        let mut h = crate::encode::StreamHash::default();
+        while !g.is_done() {
+            enc.clear();
+            g.generate(777, &mut enc);
+            h.update(&enc.buf);
+        }
+        (h.finish(), g.rows())
+    }
+
+    #[test]
+    fn same_seed_gives_identical_bytes_and_another_seed_does_not() {
+        let a = hash_of(&cfg(42, 6.0));
+        assert_eq!(a, hash_of(&cfg(42, 6.0)));
+        assert_ne!(a.0, hash_of(&cfg(43, 6.0)).0);
+        // Other arguments matter too.
+        let mut c = cfg(42, 6.0);
+        c.start_us += 60_000_000;
+        assert_ne!(a.0, hash_of(&c).0);
+    }
+
     #[test]
     fn values_stay_in_bounds() {
         let (rows, _) = run(&cfg(11, 12.0));
