@@ -177,9 +177,12 @@ BEGIN
     LOOP
         lower_ts := substring(part.bound FROM 'FROM \(''([^'']+)''\)')::timestamptz;
         upper_ts := substring(part.bound FROM 'TO \(''([^'']+)''\)')::timestamptz;
-        CONTINUE WHEN upper_ts > now() - max_age;
-        -- Never drop what the job has not aggregated yet.
-        CONTINUE WHEN done IS NULL OR EXISTS (
+        CONTINUE WHEN upper_ts > now() - max_age OR done IS NULL;
+        -- Lock first: a writer still inserting into this partition holds a
+        -- conflicting lock until it commits, and its change-log row is only
+        -- visible after that. Then never drop what the job has not aggregated.
+        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', part.rel);
+        CONTINUE WHEN EXISTS (
             SELECT 1 FROM metricagg.change_log l
             WHERE l.xid >= done AND l.max_ts >= lower_ts AND l.min_ts < upper_ts);
         EXECUTE format('DROP TABLE %s', part.rel);

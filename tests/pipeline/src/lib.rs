@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, GenericClient, NoTls};
 
 /// The value of an environment variable the harness needs.
 pub fn env(name: &str) -> String {
@@ -182,7 +182,7 @@ pub const ORACLE_DIFF: &str = "
 /// [start_epoch, start_epoch + seconds). Values are deterministic in
 /// (server, metric, second, salt).
 pub async fn insert_samples(
-    client: &Client,
+    client: &impl GenericClient,
     servers: &[u32],
     start_epoch: i64,
     seconds: i64,
@@ -196,7 +196,7 @@ pub async fn insert_samples(
                     (hashtextextended(s || m || t::text, $4) & 1048575) / 1000.0
              FROM unnest($1::text[]) s,
                   unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m,
-                  generate_series(0, $3 - 1) t",
+                  generate_series(0, $3::bigint - 1) t",
             &[&ids, &(start_epoch as f64), &seconds, &salt],
         )
         .await
