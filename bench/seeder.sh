@@ -2,7 +2,8 @@
 # Seeder benchmark (issue 4). In one run, on the embedded cluster:
 #   1. the generator alone (seeder --dry-run: generate + encode + hash, no database);
 #   2. the seeder loading the rows (binary COPY over $BENCH_CONNECTIONS connections,
-#      one transaction per batch), wall clock of the whole process, as the ingest role;
+#      default 2, one transaction per batch), wall clock of the whole process, as the
+#      ingest role; and, for reference, over a single connection;
 #   3. psql running a server-side `COPY metricagg.samples FROM '<file>' (FORMAT binary)`
 #      of the very same rows, pre-generated with `seeder --output` (the server's own
 #      limit: no client, no network), wall clock of psql.
@@ -73,7 +74,7 @@ check_rows() { # admin_url
 }
 rate() { awk -v r="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", r / (b - a) }'; }
 
-copy_rates=(); seeder_rates=()
+copy_rates=(); seeder_rates=(); one_rates=()
 for i in $(seq "$REPEAT"); do
     # psql COPY FROM the file, as the administrator (server-side COPY needs it).
     url="$(fresh_db "seeder_bench_copy_$$_$i")"
@@ -98,11 +99,25 @@ for i in $(seq "$REPEAT"); do
     check_rows "$url"
     seeder_rates+=("$(rate "$ROWS" "$t0" "$t1")")
     psql "$RAW_DATABASE_URL" -X -q -c "DROP DATABASE \"$name\" WITH (FORCE)"
-    say "round $i: psql COPY ${copy_rates[-1]} rows/s, seeder ${seeder_rates[-1]} rows/s"
+
+    # For reference: the seeder over a single connection (one backend, like psql).
+    name="seeder_bench_one_$$_$i"
+    url="$(fresh_db "$name")"
+    psql "$url" -X -q -c CHECKPOINT
+    t0="$(now)"
+    "$SEEDER" "${ARGS[@]}" -q --connections 1 \
+        --database-url "${INGEST_DATABASE_URL%/*}/$name" >/dev/null
+    t1="$(now)"
+    check_rows "$url"
+    one_rates+=("$(rate "$ROWS" "$t0" "$t1")")
+    psql "$RAW_DATABASE_URL" -X -q -c "DROP DATABASE \"$name\" WITH (FORCE)"
+    say "round $i: psql COPY ${copy_rates[-1]} rows/s, seeder ${seeder_rates[-1]} rows/s ($CONNECTIONS connections), ${one_rates[-1]} rows/s (1 connection)"
 done
 
 COPY="$(best "${copy_rates[@]}")"
 LOAD="$(best "${seeder_rates[@]}")"
-say "best: generator $GEN, seeder $LOAD, psql COPY $COPY rows/s ($CONNECTIONS connections, $(nproc) cores)"
+ONE="$(best "${one_rates[@]}")"
+say "best: generator $GEN, seeder $LOAD ($CONNECTIONS connections) / $ONE (1 connection), psql COPY $COPY rows/s; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+awk -v o="$ONE" -v c="$COPY" 'BEGIN { printf "bench-seeder: single connection: seeder_1conn_vs_copy=%.2f\n", o / c }' >&2
 awk -v s="$LOAD" -v c="$COPY" -v g="$GEN" \
     'BEGIN { printf "seeder_vs_copy=%.2f generator_vs_load=%.1f seeder_rows_per_s=%.0f\n", s / c, g / s, s }'

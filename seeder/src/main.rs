@@ -31,7 +31,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(f) => {
-            eprintln!("seeder: error: {}", f.message);
+            if f.code == seeder::run::EXIT_INTERRUPTED {
+                eprintln!("seeder: {}", f.message);
+            } else {
+                eprintln!("seeder: error: {}", f.message);
+            }
             if let Some(s) = f.summary {
                 println!("{}", s.line());
             }

@@ -16,7 +16,7 @@ use crate::ranges::RangeSet;
 use crate::timefmt::{format_duration, format_ts, now_us, to_datetime, MICROS_PER_DAY};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressState, ProgressStyle};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +89,11 @@ fn info(quiet: bool, msg: &str) {
     }
 }
 
+/// `{rate}` in progress templates: whole rows per second.
+fn rate_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{} rows/s", HumanCount(state.per_sec() as u64));
+}
+
 fn progress(plan: &Plan) -> ProgressBar {
     if plan.quiet || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -98,9 +103,10 @@ fn progress(plan: &Plan) -> ProgressBar {
             let pb = ProgressBar::new(total);
             pb.set_style(
                 ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+                    "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows  {rate}  ETA {eta}",
                 )
-                .expect("valid template"),
+                .expect("valid template")
+                .with_key("rate", rate_key),
             );
             pb
         }
@@ -744,6 +750,10 @@ pub fn report(cfg: &GenConfig, committed: &RangeSet, in_doubt: &[(u64, u64)], wh
             ts_range(cfg, r)
         ));
     }
-    s.push_str("\nNothing else of this run was written. Anomaly labels were written for the committed ranges only.");
+    s.push_str(
+        "\nNothing else of this run was written; anomaly labels were written for the committed \
+         ranges only. Load what is missing with --start/--end (the overlap check refuses \
+         anything already there).",
+    );
     s
 }
