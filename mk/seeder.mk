@@ -20,7 +20,7 @@ test-seeder:
 seed:
 	bash scripts/db.sh start
 	cargo build --release -p seeder
-	eval "$$(bash scripts/db.sh env)" && ./target/release/seeder $(SEED_ARGS)
+	@eval "$$(bash scripts/db.sh env)" && echo "+ seeder $(SEED_ARGS)" | sed -E "s#://([^:/@]+):[^@]*@#://\1:***@#" && ./target/release/seeder $(SEED_ARGS)
 
 bench-seeder:
 	bash bench/seeder.sh
