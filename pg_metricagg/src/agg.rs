@@ -26,25 +26,25 @@ use crate::fmgr::{arg, pg_v1_function, raise};
 
 /// Header of the transition state; the keys follow it in the same chunk.
 #[repr(C)]
-struct State {
+pub(crate) struct State {
     /// Capacity of the key array.
-    cap: u32,
+    pub(crate) cap: u32,
     /// Number of keys (non-NULL values) in the group.
-    len: u32,
+    pub(crate) len: u32,
     /// The percentile fraction: 0.8 for `p80` and `metricagg_stats`, the
     /// caller's fraction for `metricagg_percentile`.
-    fraction: f64,
+    pub(crate) fraction: f64,
     /// Running sum of the values, for `avg`.
-    sum: f64,
+    pub(crate) sum: f64,
 }
 
-const HEADER: usize = size_of::<State>();
+pub(crate) const HEADER: usize = size_of::<State>();
 const FIRST_CHUNK: usize = 128;
 /// Serialized form: version, len, fraction, sum, then the keys, little-endian.
 const SERIAL_VERSION: u32 = 1;
 const SERIAL_HEADER: usize = 4 + 4 + 8 + 8;
 /// PostgreSQL's MaxAllocSize: the largest varlena.
-const MAX_ALLOC_SIZE: usize = 0x3fff_ffff;
+pub(crate) const MAX_ALLOC_SIZE: usize = 0x3fff_ffff;
 
 fn cap_for(bytes: usize) -> u32 {
     u32::try_from((bytes - HEADER) / size_of::<u64>()).unwrap_or(u32::MAX)
@@ -59,7 +59,7 @@ impl State {
     ///
     /// # Safety
     /// `this` points to a live state whose chunk holds `cap` keys.
-    unsafe fn keys<'a>(this: NonNull<State>) -> &'a mut [u64] {
+    pub(crate) unsafe fn keys<'a>(this: NonNull<State>) -> &'a mut [u64] {
         unsafe {
             let len = (*this.as_ptr()).len as usize;
             let data = this.as_ptr().cast::<u8>().add(HEADER).cast::<u64>();
@@ -69,7 +69,7 @@ impl State {
 }
 
 /// The memory context that lives as long as the aggregate's groups.
-unsafe fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
+pub(crate) unsafe fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryContext {
     let mut context: pg_sys::MemoryContext = ptr::null_mut();
     if unsafe { pg_sys::AggCheckCallContext(fcinfo, &mut context) } == 0 {
         raise(
@@ -83,7 +83,7 @@ unsafe fn aggregate_context(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::MemoryC
 }
 
 /// Allocates an empty state with room for at least `min_cap` keys.
-unsafe fn new_state(
+pub(crate) unsafe fn new_state(
     context: pg_sys::MemoryContext,
     fraction: f64,
     min_cap: usize,
@@ -109,7 +109,7 @@ unsafe fn new_state(
 /// Makes room for `extra` more keys, moving the state if it must grow.
 #[cold]
 #[inline(never)]
-unsafe fn grow(state: NonNull<State>, extra: usize) -> NonNull<State> {
+pub(crate) unsafe fn grow(state: NonNull<State>, extra: usize) -> NonNull<State> {
     let s = unsafe { &*state.as_ptr() };
     let needed = s.len as usize + extra;
     if needed > u32::MAX as usize {
@@ -128,7 +128,7 @@ unsafe fn grow(state: NonNull<State>, extra: usize) -> NonNull<State> {
 }
 
 #[inline(always)]
-unsafe fn push(mut state: NonNull<State>, value: f64) -> NonNull<State> {
+pub(crate) unsafe fn push(mut state: NonNull<State>, value: f64) -> NonNull<State> {
     unsafe {
         if (*state.as_ptr()).len == (*state.as_ptr()).cap {
             state = grow(state, 1);
@@ -301,7 +301,7 @@ pg_v1_function! {
     }
 }
 
-fn corrupt(detail: &str) -> ! {
+pub(crate) fn corrupt(detail: &str) -> ! {
     raise(
         PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
         "pg_metricagg: invalid serialized aggregate state",

@@ -10,7 +10,7 @@ use pgrx::PgSqlErrorCode;
 
 use crate::fmgr::{pg_v1_function, raise};
 
-fn report(err: BinError) -> ! {
+pub(crate) fn report(err: BinError) -> ! {
     let code = match err {
         BinError::NonPositiveWidth | BinError::MixedMonths | BinError::WidthOutOfRange => {
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE

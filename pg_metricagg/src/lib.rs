@@ -8,6 +8,7 @@
 use pgrx::prelude::*;
 
 mod agg;
+mod binned;
 mod binning;
 mod fmgr;
 

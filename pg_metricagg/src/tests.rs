@@ -436,6 +436,144 @@ mod tests {
         )
     }
 
+    /// Bins of a group computed inside the aggregate equal a GROUP BY over
+    /// the bin with PostgreSQL's own aggregates, whatever the input order.
+    fn by_bin_oracle_diff(table: &str, width: &str, origin: Option<&str>) -> String {
+        let (agg_origin, bin_origin) = match origin {
+            Some(o) => (format!(", '{o}'"), format!("'{o}'")),
+            None => (String::new(), "'2000-01-03 00:00:00+00'".to_string()),
+        };
+        let bin = if width.contains("mon") || width.contains("year") {
+            format!("metricagg_bin(ts, '{width}')")
+        } else {
+            format!("date_bin('{width}', ts, {bin_origin})")
+        };
+        format!(
+            "SELECT * FROM (
+               SELECT grp, b.* FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '{width}'{agg_origin}) AS bins
+                                     FROM {table} GROUP BY grp) g, unnest(g.bins) b) a
+             FULL JOIN (
+               SELECT grp, {bin} AS ts, count(v) AS c0, avg(v) AS a0, min(v) AS mn0, max(v) AS mx0,
+                      percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS p0
+               FROM {table} WHERE v IS NOT NULL AND ts IS NOT NULL GROUP BY 1, 2) o USING (grp, ts)
+             WHERE a.count IS DISTINCT FROM o.c0 OR {} OR {} OR {}
+                OR ((a.avg IS NULL AND o.a0 IS NULL) OR a.avg = o.a0 OR abs(a.avg - o.a0) <= 1e-12 * abs(o.a0)) IS NOT TRUE",
+            differ("a.min", "o.mn0"),
+            differ("a.max", "o.mx0"),
+            differ("a.p80", "o.p0"),
+        )
+    }
+
+    fn make_series_table(name: &str, order: &str) -> TestResult {
+        Spi::run(&format!(
+            "SELECT setseed(0.2718);
+             CREATE TABLE {name}_src AS
+             SELECT g % 40 AS grp,
+                    timestamptz '2025-11-15 00:00:00+00' + (g / 40) * interval '1 second'
+                      + (random() * 3) * interval '1 second' AS ts,
+                    CASE WHEN random() < 0.02 THEN 'NaN'::float8 WHEN random() < 0.03 THEN NULL
+                         WHEN random() < 0.05 THEN '-0'::float8 ELSE floor(random() * 1000) / 10 END AS v
+             FROM generate_series(0, 120000) g;
+             INSERT INTO {name}_src VALUES (1, NULL, 5), (2, '1999-12-31 23:59:59.5+00', 1),
+                                           (3, '2025-11-16 00:00:00+00', 'Infinity');
+             CREATE TABLE {name} AS SELECT * FROM {name}_src ORDER BY {order};
+             ANALYZE {name};"
+        ))
+    }
+
+    #[pg_test]
+    fn stats_by_bin_equals_grouping_by_bin() -> TestResult {
+        make_series_table("ordered", "ts, grp")?;
+        make_series_table("shuffled", "random()")?;
+        for table in ["ordered", "shuffled"] {
+            for (width, origin) in [
+                ("1 minute", None),
+                ("1 hour", None),
+                ("7 seconds", Some("2001-02-03 04:05:06.789+00")),
+                ("1 month", None),
+                ("1 day", None),
+            ] {
+                assert_no_rows(
+                    &format!("metricagg_stats_by_bin({width}) on {table}"),
+                    &by_bin_oracle_diff(table, width, origin),
+                )?;
+            }
+        }
+        // Bins come back in time order.
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '1 minute') bins FROM shuffled GROUP BY grp) g
+                 WHERE (SELECT array_agg(b.ts ORDER BY o) FROM unnest(g.bins) WITH ORDINALITY b(ts, c, a, mn, mx, p, o))
+                    <> (SELECT array_agg(b.ts ORDER BY b.ts) FROM unnest(g.bins) b)"
+            )?,
+            0
+        );
+        assert_eq!(
+            text(
+                "SELECT metricagg_stats_by_bin(ts, v, '1 minute')::text FROM ordered WHERE false"
+            )?,
+            None
+        );
+        Ok(())
+    }
+
+    #[pg_test]
+    fn stats_by_bin_parallel_equals_serial() -> TestResult {
+        make_series_table("pser", "random()")?;
+        Spi::run(
+            "SET LOCAL max_parallel_workers_per_gather = 0;
+             CREATE TABLE by_bin_serial AS
+               SELECT grp, b.* FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '1 minute') bins FROM pser GROUP BY grp) g,
+                    unnest(g.bins) b;
+             SET LOCAL max_parallel_workers_per_gather = 2;
+             SET LOCAL parallel_setup_cost = 0;
+             SET LOCAL parallel_tuple_cost = 0;
+             SET LOCAL min_parallel_table_scan_size = 0;
+             SET LOCAL parallel_leader_participation = off;",
+        )?;
+        let q = "SELECT grp, metricagg_stats_by_bin(ts, v, '1 minute') bins FROM pser GROUP BY grp";
+        let plan = explain("ANALYZE, COSTS OFF, TIMING OFF", q)?;
+        assert!(
+            plan.contains("Partial") && plan.contains("Gather"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Workers Launched: 0"), "{plan}");
+        assert_no_rows(
+            "parallel by-bin vs serial",
+            &format!(
+                "SELECT * FROM by_bin_serial s FULL JOIN (SELECT grp, b.* FROM ({q}) g, unnest(g.bins) b) p USING (grp, ts)
+                 WHERE s.count IS DISTINCT FROM p.count OR {} OR {} OR {}
+                    OR (s.avg = p.avg OR abs(s.avg - p.avg) <= 1e-12 * abs(s.avg)) IS NOT TRUE",
+                differ("s.p80", "p.p80"),
+                differ("s.min", "p.min"),
+                differ("s.max", "p.max"),
+            ),
+        )
+    }
+
+    #[pg_test]
+    fn stats_by_bin_bad_input() -> TestResult {
+        let cases: &[(&str, &str)] = &[
+            ("SELECT metricagg_stats_by_bin(now(), 1, NULL)", "22004: metricagg_stats_by_bin: width must not be NULL"),
+            ("SELECT metricagg_stats_by_bin(now(), 1, '0 minutes')", "22023: metricagg_bin: width must be greater than zero"),
+            ("SELECT metricagg_stats_by_bin(now(), 1, '1 month 1 day')", "22023: metricagg_bin: a width in months cannot"),
+            ("SELECT metricagg_stats_by_bin('infinity', 1, '1 minute')", "22008: metricagg_bin: cannot bin an infinite timestamp"),
+            ("SELECT metricagg_stats_by_bin(now(), 1, '1 minute', 'infinity')", "22008: metricagg_bin: origin must be finite"),
+            (
+                "SELECT metricagg_stats_by_bin(t, 1, w) FROM (VALUES (now(), interval '1 minute'), (now(), interval '1 hour')) x(t, w)",
+                "22023: metricagg_stats_by_bin: width and origin must be the same for every row of a group",
+            ),
+        ];
+        for (query, want) in cases {
+            let got = error_of(query)?;
+            assert!(
+                got.starts_with(want),
+                "{query}\n  got:  {got}\n  want: {want}…"
+            );
+        }
+        Ok(())
+    }
+
     #[pg_test]
     fn nulls_in_nulls_out() -> TestResult {
         assert_eq!(
@@ -501,7 +639,7 @@ mod tests {
             "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_metricagg'
              WHERE p.prokind = 'a'"
-        )? == 3);
+        )? == 5);
         assert_eq!(
             count(
                 "SELECT count(*) FROM pg_proc WHERE proname = 'metricagg_bin'
