@@ -61,8 +61,14 @@ pub struct Params {
     pub persist_bins: usize,
     /// A run this long (bins) whose before/after medians differ is a level shift.
     pub level_shift_min_bins: usize,
-    /// Consecutive identical values that make a series stuck.
+    /// Consecutive identical values that make a series stuck (one sample per bin).
     pub stuck_min_bins: usize,
+    /// Consecutive flat bins (min = max, several samples) with one value that make it stuck.
+    pub stuck_min_flat_bins: usize,
+    /// Excursions up to this many bins are spikes; longer ones level shifts (or leaks).
+    pub spike_max_bins: usize,
+    /// Detect slow (hours-long) leaks against the fleet's median curve.
+    pub slow_leaks: bool,
     /// Missing bins that make a dropout.
     pub dropout_min_bins: i64,
     /// Relative noise floor (fraction of the series median) for σ.
@@ -83,14 +89,17 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            baseline_half_width: 30,
+            baseline_half_width: 45,
             z_enter: 4.0,
             z_single: 8.0,
             z_persist: 5.0,
             persist_bins: 3,
             level_shift_min_bins: 20,
             stuck_min_bins: 10,
-            dropout_min_bins: 3,
+            stuck_min_flat_bins: 2,
+            spike_max_bins: 3,
+            slow_leaks: false,
+            dropout_min_bins: 1,
             rel_floor: 0.01,
             abs_floor: 0.05,
             leak_min_secs: 2 * 3600,
@@ -304,6 +313,8 @@ pub struct Fact {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Analysis {
+    /// Carried separately in responses (with the period fact first).
+    #[serde(skip)]
     pub facts: Vec<Fact>,
     pub anomalies: Vec<Anomaly>,
     pub trends: Vec<Trend>,
@@ -381,45 +392,67 @@ fn detect_series(
     let v = &s.avg;
     let level = median(v).unwrap_or(0.0);
 
-    // Dropouts: missing bins inside the range (before, between, after).
-    let gap = |from: i64, to: i64, out: &mut Vec<Window>, at: usize| {
-        if (to - from) / w >= p.dropout_min_bins {
-            out.push(Window {
-                a: at,
-                b: at,
-                kind: "dropout",
-                z: 0.0,
-                peak_i: at,
-                typical: level,
-                start_override: Some(from),
-                end_override: Some(to),
-            });
-        }
-    };
-    gap(range.0, s.ts[0], &mut out, 0);
-    for i in 1..n {
-        gap(s.ts[i - 1] + w, s.ts[i], &mut out, i);
-    }
-    gap(s.ts[n - 1] + w, range.1, &mut out, n - 1);
-    // Partial dropouts: bins with less than half the usual sample count.
+    // Dropouts: on the time grid of the data span, runs of bins that are
+    // missing or hold clearly fewer samples than usual, losing at least one
+    // bin's worth of samples in total.
     let med_count = median(&s.count.iter().map(|&c| c as f64).collect::<Vec<_>>()).unwrap_or(0.0);
-    if med_count >= 4.0 {
-        let low: Vec<bool> = s
-            .count
-            .iter()
-            .map(|&c| (c as f64) < 0.5 * med_count)
-            .collect();
-        for (a, b) in runs(&low) {
-            if (b - a) as i64 >= p.dropout_min_bins {
+    {
+        let first = range.0.min(s.ts[0]);
+        let last = range.1.max(s.ts[n - 1] + w);
+        let mut k = 0usize;
+        let mut t = first;
+        let mut run: Option<(i64, f64, usize)> = None; // start, missing samples, index
+        while t < last {
+            let (c, here) = if k < n && s.ts[k] == t {
+                k += 1;
+                (s.count[k - 1] as f64, true)
+            } else {
+                (0.0, false)
+            };
+            let low = !here || (med_count >= 4.0 && c < 0.75 * med_count);
+            match (&mut run, low) {
+                (Some(r), true) => r.1 += (med_count - c).max(0.0),
+                (None, true) => run = Some((t, (med_count - c).max(0.0), k.saturating_sub(1))),
+                (Some(r), false) => {
+                    let missing_bins = if med_count > 0.0 {
+                        r.1 / med_count
+                    } else {
+                        0.0
+                    };
+                    if missing_bins >= p.dropout_min_bins as f64 {
+                        out.push(Window {
+                            a: r.2,
+                            b: r.2,
+                            kind: "dropout",
+                            z: 0.0,
+                            peak_i: r.2,
+                            typical: level,
+                            start_override: Some(r.0),
+                            end_override: Some(t),
+                        });
+                    }
+                    run = None;
+                }
+                (None, false) => {}
+            }
+            t += w;
+        }
+        if let Some(r) = run {
+            let missing_bins = if med_count > 0.0 {
+                r.1 / med_count
+            } else {
+                0.0
+            };
+            if missing_bins >= p.dropout_min_bins as f64 {
                 out.push(Window {
-                    a,
-                    b,
+                    a: r.2,
+                    b: r.2,
                     kind: "dropout",
                     z: 0.0,
-                    peak_i: a,
+                    peak_i: r.2,
                     typical: level,
-                    start_override: None,
-                    end_override: None,
+                    start_override: Some(r.0),
+                    end_override: Some(last),
                 });
             }
         }
@@ -429,32 +462,55 @@ fn detect_series(
         return out;
     }
 
-    // Stuck: identical consecutive averages (not at a clamp bound).
-    let mut same = vec![false; n];
-    for i in 1..n {
-        let tol = 1e-9 * v[i].abs().max(1.0);
-        if (v[i] - v[i - 1]).abs() <= tol && s.ts[i] - s.ts[i - 1] == w {
-            same[i] = true;
-            same[i - 1] = true;
-        }
-    }
+    // Stuck: the same value repeated. A bin of several samples whose min
+    // equals its max is flat; consecutive flat bins with one value are stuck.
+    // With one sample per bin, `stuck_min_bins` equal averages are needed.
     let mut excluded = vec![false; n];
-    for (a, b) in runs(&same) {
-        let at_bound = v[a] == 0.0 || (is_percent(&s.metric) && v[a] == 100.0);
-        if b - a >= p.stuck_min_bins && !at_bound {
-            out.push(Window {
-                a,
-                b,
-                kind: "stuck",
-                z: 0.0,
-                peak_i: a,
-                typical: level,
-                start_override: None,
-                end_override: None,
-            });
-            for e in excluded.iter_mut().take(b).skip(a) {
-                *e = true;
+    {
+        let eq = |x: f64, y: f64| (x - y).abs() <= 1e-9 * x.abs().max(1.0);
+        let flat: Vec<bool> = (0..n)
+            .map(|i| s.count[i] >= 2 && eq(s.max[i], s.min[i]))
+            .collect();
+        let mut i = 0;
+        while i < n {
+            let mut j = i + 1;
+            while j < n && s.ts[j] - s.ts[j - 1] == w && eq(v[j], v[i]) && flat[j] == flat[i] {
+                j += 1;
             }
+            let len = j - i;
+            let at_bound = v[i] == 0.0 || (is_percent(&s.metric) && v[i] == 100.0);
+            let need = if flat[i] {
+                p.stuck_min_flat_bins
+            } else {
+                p.stuck_min_bins
+            };
+            if len >= need && !at_bound {
+                // partial stuck bins at the edges: the neighbour whose min or max equals the value
+                let a = if i > 0 && (eq(s.min[i - 1], v[i]) || eq(s.max[i - 1], v[i])) {
+                    i - 1
+                } else {
+                    i
+                };
+                let b = if j < n && (eq(s.min[j], v[i]) || eq(s.max[j], v[i])) {
+                    j + 1
+                } else {
+                    j
+                };
+                out.push(Window {
+                    a,
+                    b,
+                    kind: "stuck",
+                    z: 0.0,
+                    peak_i: i,
+                    typical: level,
+                    start_override: None,
+                    end_override: None,
+                });
+                for e in excluded.iter_mut().take(b).skip(a) {
+                    *e = true;
+                }
+            }
+            i = j;
         }
     }
 
@@ -467,38 +523,6 @@ fn detect_series(
         .zip(&excluded)
         .map(|(r, &e)| if e { 0.0 } else { r / sigma })
         .collect();
-
-    // Noisy neighbour: local spread of first differences ≥ 3× the usual.
-    let diffs: Vec<f64> = (0..n)
-        .map(|i| if i == 0 { 0.0 } else { (v[i] - v[i - 1]).abs() })
-        .collect();
-    let usual = median(&diffs[1..]).unwrap_or(0.0).max(p.abs_floor * 0.5);
-    let local = rolling_median(&diffs, 7);
-    let noisy_mask: Vec<bool> = local
-        .iter()
-        .zip(&excluded)
-        .map(|(l, &e)| !e && *l >= 3.0 * usual)
-        .collect();
-    let mut noisy_windows = Vec::new();
-    for (a, b) in runs(&noisy_mask) {
-        if b - a >= 15 {
-            let pi = (a..b)
-                .max_by(|&i, &j| z[i].abs().total_cmp(&z[j].abs()))
-                .unwrap_or(a);
-            noisy_windows.push((a, b));
-            let ratio = local[a..b].iter().copied().fold(0.0, f64::max) / usual;
-            out.push(Window {
-                a,
-                b,
-                kind: "noisy_neighbour",
-                z: ratio + 3.0,
-                peak_i: pi,
-                typical: base[pi],
-                start_override: None,
-                end_override: None,
-            });
-        }
-    }
 
     // Excursions: runs of |z| ≥ z_enter with one sign, gaps ≤ 2 bins merged.
     let mut cand: Vec<(usize, usize, f64)> = Vec::new(); // a, b, sign
@@ -531,14 +555,10 @@ fn detect_series(
         if !keep {
             continue;
         }
-        // Inside a noisy-neighbour window the noise explains the excursion.
-        if noisy_windows.iter().any(|&(na, nb)| a < nb && na < b) {
-            continue;
-        }
         out.push(Window {
             a,
             b,
-            kind: if sign > 0.0 { "spike" } else { "dip" },
+            kind: classify_excursion(&s.metric, &v[a..b], sign, len, p),
             z: pz,
             peak_i: pi,
             typical: base[pi],
@@ -583,7 +603,12 @@ fn detect_series(
             i = j.max(i + 1);
             continue;
         }
-        cps.push((st, sign, post - pre, pre));
+        let near_stuck = excluded[st.saturating_sub(l + 1)..(st + l + 1).min(n)]
+            .iter()
+            .any(|&e| e);
+        if !near_stuck {
+            cps.push((st, sign, post - pre, pre));
+        }
         i = j.max(i + 1);
     }
     // Pair each shift with the next opposite step of at least half its size:
@@ -593,7 +618,13 @@ fn detect_series(
         let (st, sign, shift, pre) = cps[k];
         let back =
             (k + 1..cps.len()).find(|&m| cps[m].1 != sign && cps[m].2.abs() >= 0.5 * shift.abs());
-        let end = back.map(|m| cps[m].0).unwrap_or(n);
+        // Unpaired: until the values come back across the midpoint, if they do.
+        let mid = pre + shift / 2.0;
+        let end = back.map(|m| cps[m].0).unwrap_or_else(|| {
+            (st + p.level_shift_min_bins..n)
+                .find(|&q| (tiny[q] - mid) * sign < 0.0)
+                .unwrap_or(n)
+        });
         let ext = (st..end)
             .max_by(|&x, &y| ((v[x] - pre) * sign).total_cmp(&((v[y] - pre) * sign)))
             .unwrap_or(st);
@@ -614,7 +645,7 @@ fn detect_series(
     // the fleet is large enough), too large for the noise.
     // Without a fleet reference a diurnal rise looks exactly like a leak, so
     // leaks are only detected fleet-relative.
-    if fleet_blocks.is_some() && s.ts[n - 1] - s.ts[0] >= p.leak_min_secs {
+    if p.slow_leaks && fleet_blocks.is_some() && s.ts[n - 1] - s.ts[0] >= p.leak_min_secs {
         let mut bstart: Vec<i64> = Vec::new();
         let mut bval: Vec<f64> = Vec::new();
         let mut bidx: Vec<(usize, usize)> = Vec::new();
@@ -730,6 +761,33 @@ fn detect_series(
     merged
 }
 
+/// Kind of an excursion from its shape: short ones are spikes (or dips), a
+/// memory excursion that climbs steadily to its peak is a leak, longer ones
+/// are level shifts.
+fn classify_excursion(
+    metric: &str,
+    vals: &[f64],
+    sign: f64,
+    len: usize,
+    p: &Params,
+) -> &'static str {
+    if len <= p.spike_max_bins {
+        return if sign > 0.0 { "spike" } else { "dip" };
+    }
+    if metric == "memory" && sign > 0.0 && len >= 4 {
+        let x: Vec<f64> = (0..vals.len()).map(|i| i as f64).collect();
+        if let Some(f) = theil_sen(&x, vals, 1.96) {
+            let peak_at = (0..vals.len())
+                .max_by(|&i, &j| vals[i].total_cmp(&vals[j]))
+                .unwrap_or(0);
+            if f.tau >= 0.6 && peak_at + 2 >= vals.len() * 2 / 3 {
+                return "leak";
+            }
+        }
+    }
+    "level_shift"
+}
+
 impl Window {
     fn start_ts(&self, s: &Series) -> i64 {
         self.start_override
@@ -800,13 +858,29 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
         fleet_curves.insert(m, curve);
     }
 
+    // Dropouts are judged within the fleet's data span, not the requested
+    // range: a range that runs past the last bin is not a dropout.
+    let span = (
+        series
+            .iter()
+            .map(|s| s.ts[0])
+            .min()
+            .unwrap_or(range.0)
+            .max(range.0),
+        series
+            .iter()
+            .map(|s| s.ts[s.len() - 1] + s.width)
+            .max()
+            .unwrap_or(range.1)
+            .min(range.1),
+    );
     let focused = |s: &Series| focus.is_none_or(|f| f == s.server);
     let mut n_a = 0;
     let mut n_t = 0;
     let mut n_f = 0;
     for s in series.iter().copied().filter(|s| focused(s)) {
         // anomalies
-        let windows = detect_series(s, p, range, fleet_curves.get(s.metric.as_str()), block);
+        let windows = detect_series(s, p, span, fleet_curves.get(s.metric.as_str()), block);
         let level = median(&s.avg).unwrap_or(0.0);
         let base_sigma = {
             let base = rolling_median(&s.avg, p.baseline_half_width);
@@ -921,6 +995,8 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
             }
         }
     }
+
+    mark_noisy_neighbours(&mut an.anomalies);
 
     // fleet comparison per metric
     let mut n_c = 0;
@@ -1038,6 +1114,33 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
 
     an.facts = facts_of(&an);
     an
+}
+
+/// A noisy neighbour (a shared host) lifts cpu and disk I/O of several
+/// servers at once: level shifts on cpu/disk_io that coincide (start within
+/// 3 minutes) with a shift on another server, or on the other of the two
+/// metrics of the same server, are relabelled `noisy_neighbour`.
+fn mark_noisy_neighbours(anoms: &mut [Anomaly]) {
+    let cand =
+        |a: &Anomaly| (a.metric == "cpu" || a.metric == "disk_io") && a.kind == "level_shift";
+    let idx: Vec<usize> = (0..anoms.len()).filter(|&i| cand(&anoms[i])).collect();
+    let mut mark = vec![false; anoms.len()];
+    for (x, &i) in idx.iter().enumerate() {
+        for &j in &idx[x + 1..] {
+            let (a, b) = (&anoms[i], &anoms[j]);
+            let close = (a.start - b.start).num_seconds().abs() <= 180;
+            let other = a.server != b.server || a.metric != b.metric;
+            if close && other {
+                mark[i] = true;
+                mark[j] = true;
+            }
+        }
+    }
+    for (a, m) in anoms.iter_mut().zip(mark) {
+        if m {
+            a.kind = "noisy_neighbour".to_string();
+        }
+    }
 }
 
 /// Rounds to 4 significant digits (slopes can be small).
@@ -1325,16 +1428,22 @@ mod tests {
     #[test]
     fn spike_is_found_with_window_and_peak() {
         let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 7);
-        for i in 600..606 {
+        for i in 600..602 {
             s.avg[i] += 30.0;
+        }
+        for i in 900..915 {
+            s.avg[i] += 20.0; // 15 minutes: a short level shift
         }
         let an = run(vec![s.clone()]);
         let a = anomalies_of(&an, "srv-1", "cpu");
-        assert_eq!(a.len(), 1, "{a:#?}");
+        assert_eq!(a.len(), 2, "{a:#?}");
         assert_eq!(a[0].kind, "spike");
         assert_eq!(a[0].start.timestamp(), T0 + 600 * 60);
-        assert_eq!(a[0].end.timestamp(), T0 + 606 * 60);
-        let peak = s.avg[600..606].iter().copied().fold(f64::MIN, f64::max);
+        assert_eq!(a[0].end.timestamp(), T0 + 602 * 60);
+        assert_eq!(a[1].kind, "level_shift");
+        assert_eq!(a[1].start.timestamp(), T0 + 900 * 60);
+        assert_eq!(a[1].end.timestamp(), T0 + 915 * 60);
+        let peak = s.avg[600..602].iter().copied().fold(f64::MIN, f64::max);
         assert_eq!(a[0].peak, r2(peak));
         assert!(a[0].typical < a[0].band[1] && a[0].band[1] < a[0].peak);
         assert_eq!(a[0].severity, Severity::Critical);
@@ -1396,7 +1505,23 @@ mod tests {
     }
 
     #[test]
-    fn leak_is_found_against_the_fleet() {
+    fn short_memory_ramp_is_a_leak() {
+        let mut s = day("srv-4", "memory", T0, 50.0, 1.0, 21);
+        for i in 700..740 {
+            let base = s.avg[i];
+            s.avg[i] = base + (97.0 - base) * (i - 699) as f64 / 40.0;
+        }
+        let an = run(vec![s]);
+        let a = anomalies_of(&an, "srv-4", "memory");
+        assert_eq!(a.len(), 1, "{a:#?}");
+        assert_eq!(a[0].kind, "leak");
+        assert!(a[0].start.timestamp() <= T0 + 710 * 60, "{a:#?}");
+        assert_eq!(a[0].end.timestamp(), T0 + 740 * 60);
+        assert!(a[0].peak > 95.0);
+    }
+
+    #[test]
+    fn slow_leak_is_found_against_the_fleet() {
         let mut series: Vec<Series> = (1..=8)
             .map(|k| day(&format!("srv-{k}"), "memory", T0, 50.0, 1.0, 100 + k))
             .collect();
@@ -1406,7 +1531,12 @@ mod tests {
         for i in 1000..1440 {
             series[2].avg[i] += 32.0;
         }
-        let an = run(series);
+        let ds = Dataset { width: 60, series };
+        let p = Params {
+            slow_leaks: true,
+            ..Params::default()
+        };
+        let an = analyse(&ds, (T0, T0 + 86400), None, &p);
         let a = anomalies_of(&an, "srv-3", "memory");
         assert!(a.iter().any(|x| x.kind == "leak"), "{a:#?}");
         let leak = a.iter().find(|x| x.kind == "leak").unwrap();
@@ -1493,6 +1623,35 @@ mod tests {
         assert!(f2.hours_to_threshold.is_none());
         let t2 = an.trends.iter().find(|t| t.server == "srv-2").unwrap();
         assert!(!t2.material, "{t2:#?}");
+    }
+
+    #[test]
+    fn coincident_shifts_are_a_noisy_neighbour() {
+        let mut series: Vec<Series> = (1..=4)
+            .map(|k| day(&format!("srv-{k}"), "cpu", T0, 40.0, 1.0, 400 + k))
+            .collect();
+        for s in series.iter_mut().take(2) {
+            for i in 300..310 {
+                s.avg[i] += 25.0;
+            }
+        }
+        for i in 800..810 {
+            series[3].avg[i] += 25.0; // alone: a level shift
+        }
+        let an = run(series);
+        let kinds: Vec<(&str, &str)> = an
+            .anomalies
+            .iter()
+            .map(|a| (a.server.as_str(), a.kind.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("srv-1", "noisy_neighbour"),
+                ("srv-2", "noisy_neighbour"),
+                ("srv-4", "level_shift")
+            ]
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@ pub mod analysis;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod llm;
 pub mod narrative;
+pub mod openapi;
 pub mod params;
+pub mod routes;
 pub mod stats;
+
+pub use routes::{app, AppState};
