@@ -101,8 +101,9 @@ pub struct Cli {
     #[arg(long, short = 'j', default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub connections: u16,
 
-    /// Approximate rows per batch (one COPY and one transaction each).
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Approximate rows per batch (one COPY and one transaction each; at
+    /// least one timestamp of every server and metric).
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..=2_000_000))]
     pub batch_rows: u64,
 
     /// Write the binary COPY stream to this file instead of a database.

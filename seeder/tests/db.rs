@@ -169,6 +169,26 @@ async fn load_writes_exactly_the_generated_rows_and_labels() {
     assert_eq!(s["rows"], want.len().to_string());
     assert_eq!(s["labels"], labels.len().to_string());
     assert_eq!(s["seed"], "7");
+    // The hash of the loaded rows is the generator's alone (--dry-run), whatever
+    // the connections and batch size.
+    let dry = Command::new(env!("CARGO_BIN_EXE_seeder"))
+        .args([
+            "--servers",
+            "5",
+            "--start",
+            start,
+            "--duration",
+            "2h",
+            "--seed",
+            "7",
+            "--anomaly-rate",
+            "12",
+            "--dry-run",
+            "-q",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(summary(&dry)["hash"], s["hash"]);
 
     let rows = db
         .admin
