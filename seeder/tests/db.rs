@@ -391,39 +391,109 @@ async fn interrupted_load_reports_exactly_the_committed_ranges() {
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(err.contains("interrupted"), "{err}");
 
-    let mut reported = 0i64;
-    let mut ranges = Vec::new();
-    for line in err.lines() {
-        let Some(r) = line.trim().strip_prefix("committed [") else {
-            continue;
-        };
-        let (a, b) = r.trim_end_matches(')').split_once(", ").unwrap();
-        let (a, b) = (parse_rfc3339(a).unwrap(), parse_rfc3339(b).unwrap());
-        let expect = (b - a) / 1_000_000 * 20 * 4;
-        let sql = format!(
-            "SELECT count(*) FROM metricagg.samples WHERE ts >= '{}' AND ts < '{}'",
-            format_ts(a),
-            format_ts(b)
-        );
-        assert_eq!(
-            db.count(&sql).await,
-            expect,
-            "range [{}, {})",
-            format_ts(a),
-            format_ts(b)
-        );
-        reported += expect;
-        ranges.push((a, b));
-    }
-    assert!(!ranges.is_empty(), "no committed ranges reported: {err}");
-    let total = db.count("SELECT count(*) FROM metricagg.samples").await;
-    assert_eq!(total, reported, "rows outside the reported ranges");
+    let total = check_reported_ranges(&db, &err, 20 * 4).await;
     assert!(
         total < 20 * 4 * 86_400,
         "the load was interrupted, not finished"
     );
     assert_eq!(summary(&out)["rows"], total.to_string());
     assert!(!err.contains("in doubt"), "{err}");
+    db.drop_db().await;
+}
+
+/// Checks a failure report against the table: every `committed [a, b)` range
+/// holds exactly `per_ts` rows per second of it, an `in doubt` range all or
+/// nothing, and there are no rows anywhere else. Returns the table's rows.
+async fn check_reported_ranges(db: &TestDb, report: &str, per_ts: i64) -> i64 {
+    let mut reported = 0i64;
+    let mut committed = 0;
+    for line in report.lines() {
+        let line = line.trim();
+        let (doubt, rest) = if let Some(r) = line.strip_prefix("committed [") {
+            (false, r)
+        } else if let Some(r) = line.strip_prefix("in doubt [") {
+            (true, r)
+        } else {
+            continue;
+        };
+        let (a, b) = rest.split(')').next().unwrap().split_once(", ").unwrap();
+        let (a, b) = (parse_rfc3339(a).unwrap(), parse_rfc3339(b).unwrap());
+        let expect = (b - a) / 1_000_000 * per_ts;
+        let sql = format!(
+            "SELECT count(*) FROM metricagg.samples WHERE ts >= '{}' AND ts < '{}'",
+            format_ts(a),
+            format_ts(b)
+        );
+        let n = db.count(&sql).await;
+        let range = format!("[{}, {})", format_ts(a), format_ts(b));
+        if doubt {
+            assert!(
+                n == 0 || n == expect,
+                "in-doubt range {range} is partial: {n}"
+            );
+            reported += n;
+        } else {
+            assert_eq!(n, expect, "committed range {range}");
+            reported += expect;
+            committed += 1;
+        }
+    }
+    assert!(committed > 0, "no committed ranges reported: {report}");
+    let total = db.count("SELECT count(*) FROM metricagg.samples").await;
+    assert_eq!(
+        total, reported,
+        "rows outside the reported ranges: {report}"
+    );
+    total
+}
+
+/// The database goes away in the middle of a load (its sessions are
+/// terminated): exit 1, a clear message, and an exact account of what
+/// committed.
+#[tokio::test]
+async fn connection_lost_mid_load_fails_with_an_exact_report() {
+    let db = TestDb::new("lost").await;
+    let child = db
+        .seeder(&[
+            "--servers",
+            "20",
+            "--start",
+            "2025-11-17T00:00:00Z",
+            "--duration",
+            "1d",
+            "--anomaly-rate",
+            "0",
+            "--batch-rows",
+            "40000",
+            "--connections",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while db.count("SELECT count(*) FROM metricagg.change_log").await == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "nothing committed within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed = db
+        .count(&format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = '{}' AND application_name = 'seeder'",
+            db.name
+        ))
+        .await;
+    assert!(killed >= 2, "terminated {killed} seeder sessions");
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("failed"), "{err}");
+    let total = check_reported_ranges(&db, &err, 20 * 4).await;
+    assert!(total < 20 * 4 * 86_400, "the load was cut short");
     db.drop_db().await;
 }
 
