@@ -269,6 +269,31 @@ mod tests {
     }
 
     #[test]
+    fn weekdays_are_busier_than_the_weekend() {
+        // cfg() starts on Monday 2025-11-10 and covers one week.
+        let (rows, _) = run(&cfg(3, 0.0));
+        let start = cfg(3, 0.0).start_us;
+        for server in [0usize, 3] {
+            let (mut wd, mut we) = ((0.0, 0), (0.0, 0));
+            for &(s, m, ts, v) in &rows {
+                if s == server && m == Metric::Cpu {
+                    if (ts - start) / 86_400_000_000 < 5 {
+                        wd = (wd.0 + v, wd.1 + 1);
+                    } else {
+                        we = (we.0 + v, we.1 + 1);
+                    }
+                }
+            }
+            let (d, e) = (wd.0 / wd.1 as f64, we.0 / we.1 as f64);
+            assert!(
+                d > e + 2.0,
+                "srv-{}: weekdays {d:.1} vs weekend {e:.1}",
+                server + 1
+            );
+        }
+    }
+
+    #[test]
     fn network_follows_cpu_on_web_servers() {
         let (rows, _) = run(&cfg(9, 0.0));
         let series = |m: Metric| -> Vec<f64> {

@@ -577,7 +577,10 @@ async fn run_db(plan: Plan, url: DbUrl) -> Result<Summary, Failure> {
             _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
             msg = rrx.recv() => {
-                let Some(msg) = msg else { break };
+                let Some(msg) = msg else {
+                    failure.get_or_insert("a loading task stopped unexpectedly".into());
+                    break;
+                };
                 match msg {
                     Msg::Started { worker, k0, k1 } => {
                         in_flight.insert(worker, (k0, k1));
@@ -690,9 +693,13 @@ async fn run_db(plan: Plan, url: DbUrl) -> Result<Summary, Failure> {
         }
     }
     summary.seconds = (last_commit - t0).as_secs_f64();
-    let complete = failure.is_none() && !interrupted && (plan.mode == Mode::Live || hash.is_some());
-    if plan.mode == Mode::Backfill && complete {
-        summary.hash = hash;
+    if plan.mode == Mode::Backfill && failure.is_none() && !interrupted {
+        match hash {
+            Some(h) => summary.hash = Some(h),
+            None => {
+                failure = Some("the generator stopped before the end of the range".into());
+            }
+        }
     }
     if let Some(err) = failure {
         return Err(Failure {
