@@ -18,7 +18,7 @@ TEST_TARGETS := lint test-core test-pg test-pipeline
 -include mk/*.mk
 
 .PHONY: help deps lint fmt test test-core test-pg test-pipeline install-release \
-        db-start db-stop db-status db-destroy db-env bench-aggregate
+        db-start db-stop db-status db-destroy db-env bench-aggregate bench-pipeline
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -68,3 +68,6 @@ db-env:
 
 bench-aggregate:
 	bash bench/aggregate.sh
+
+bench-pipeline:
+	bash bench/pipeline.sh

@@ -148,6 +148,20 @@ ALTER ROLE metricagg_api SET default_transaction_read_only = on;
 EOF
 }
 
+# pg_metricagg is unreleased (0.x): when the installed script changed under
+# the same version, recreate the extension (never CASCADE: if a user object
+# depends on it, this fails loudly instead of dropping anything).
+refresh_extension() {
+    local db="$1" script sum
+    script="$("$PGBIN/pg_config" --sharedir)/extension/pg_metricagg--$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1).sql"
+    [ -f "$script" ] || return 0
+    sum="$(md5sum "$script" | cut -c1-32)"
+    if [ "$(admin_psql "$db" -Atc "SELECT obj_description(oid, 'pg_extension') FROM pg_extension WHERE extname = 'pg_metricagg'")" != "script $sum" ]; then
+        admin_psql "$db" -c "DROP EXTENSION IF EXISTS pg_metricagg" -c "CREATE EXTENSION pg_metricagg" \
+            -c "COMMENT ON EXTENSION pg_metricagg IS 'script $sum'" >/dev/null
+    fi
+}
+
 create_database() {
     local db="$1"
     if [ "$(admin_psql postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
@@ -155,6 +169,7 @@ create_database() {
     fi
     admin_psql postgres -c "REVOKE ALL ON DATABASE \"$db\" FROM PUBLIC"
     admin_psql "$db" -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+    refresh_extension "$db"
 }
 
 setup_raw() {

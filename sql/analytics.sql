@@ -160,8 +160,9 @@ DECLARE
     src_progress text;
     horizon      xid8;
     n_entries    bigint;
-    coarsest     interval;
     pred         text;
+    range_lo     timestamptz;
+    range_hi     timestamptz;
     w            interval;
     n_bins       bigint;
     n_rows       bigint;
@@ -199,34 +200,31 @@ BEGIN
         USING st.done_below;
     EXECUTE format('DELETE FROM %s WHERE xid < $1', src_log) USING st.done_below;
 
-    -- The ranges to recompute: per server, every entry's range widened to
-    -- whole bins of the coarsest width, overlapping ranges merged.
-    SELECT max(x) INTO coarsest FROM unnest(cfg.widths) x;
-    CREATE TEMP TABLE IF NOT EXISTS pg_temp.metricagg_touched (
-        server_id text, lo timestamptz, hi timestamptz) ON COMMIT DROP;
-    TRUNCATE pg_temp.metricagg_touched;
-    EXECUTE format($q$
-        WITH e AS (SELECT server_id, min_ts, max_ts FROM %s WHERE xid >= $1 AND xid < $2),
-             r AS (SELECT server_id,
-                          unnest(range_agg(tstzrange(metricagg_bin(min_ts, $3),
-                                                     metricagg_bin(max_ts, $3) + $3))) AS rng
-                   FROM e GROUP BY server_id)
-        INSERT INTO pg_temp.metricagg_touched SELECT server_id, lower(rng), upper(rng) FROM r$q$, src_log)
-        USING st.done_below, horizon, coarsest;
-    EXECUTE format('SELECT count(*) FROM %s WHERE xid >= $1 AND xid < $2', src_log)
-        INTO n_entries USING st.done_below, horizon;
+    -- The ranges to recompute, per width and server: every entry's range
+    -- widened to whole bins of that width, overlapping ranges merged. (A
+    -- one-minute bin never needs a whole hour of raw rows re-read.)
+    CREATE TEMP TABLE IF NOT EXISTS pg_temp.metricagg_entries (
+        server_id text, min_ts timestamptz, max_ts timestamptz) ON COMMIT DROP;
+    TRUNCATE pg_temp.metricagg_entries;
+    EXECUTE format('INSERT INTO pg_temp.metricagg_entries
+                    SELECT server_id, min_ts, max_ts FROM %s WHERE xid >= $1 AND xid < $2', src_log)
+        USING st.done_below, horizon;
+    GET DIAGNOSTICS n_entries = ROW_COUNT;
 
-    IF EXISTS (SELECT 1 FROM pg_temp.metricagg_touched) THEN
-        -- One predicate per distinct range, with the servers it covers: it
-        -- ships to the raw server inside the Remote SQL.
-        SELECT string_agg(format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))',
-                                 lo, hi, servers), ' OR ')
-          INTO pred
-          FROM (SELECT lo, hi, array_agg(server_id ORDER BY server_id) AS servers
-                FROM pg_temp.metricagg_touched GROUP BY lo, hi) g;
-        PERFORM metricagg.ensure_bin_partitions(min(lo), max(hi)) FROM pg_temp.metricagg_touched;
-
+    IF n_entries > 0 THEN
         FOREACH w IN ARRAY cfg.widths LOOP
+            -- One predicate per distinct range, with the servers it covers:
+            -- it ships to the raw server inside the Remote SQL.
+            SELECT string_agg(format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))',
+                                     lo, hi, servers), ' OR '),
+                   min(lo), max(hi)
+              INTO pred, range_lo, range_hi
+              FROM (SELECT lower(rng) AS lo, upper(rng) AS hi, array_agg(server_id ORDER BY server_id) AS servers
+                    FROM (SELECT server_id,
+                                 unnest(range_agg(tstzrange(metricagg_bin(min_ts, w), metricagg_bin(max_ts, w) + w))) AS rng
+                          FROM pg_temp.metricagg_entries GROUP BY server_id) r
+                    GROUP BY 1, 2) g;
+            PERFORM metricagg.ensure_bin_partitions(range_lo, range_hi);
             EXECUTE format($q$
                 WITH ins AS (
                     INSERT INTO metricagg.bins AS b (server_id, metric_type, width, ts, count, avg, min, max, p80)
@@ -241,7 +239,7 @@ BEGIN
                 SELECT count(*), coalesce(sum(count), 0) FROM ins$q$, w, src_samples, pred)
                 INTO n_bins, n_rows;
             written := written || jsonb_build_object(metricagg.interval_label(w), n_bins);
-            raw_rows := greatest(raw_rows, n_rows);
+            raw_rows := raw_rows + n_rows;
         END LOOP;
     END IF;
 
@@ -254,7 +252,7 @@ BEGIN
     END IF;
     SELECT string_agg(format('%s=%s', key, value), ', ' ORDER BY key::interval) INTO parts
       FROM jsonb_each_text(written);
-    RETURN format('metricagg_run_once: %s change-log entries, %s raw rows, bins written: %s, %s ms',
+    RETURN format('metricagg_run_once: %s change-log entries, %s raw rows read, bins written: %s, %s ms',
                   n_entries, raw_rows, coalesce(parts, 'none'),
                   round((extract(epoch FROM clock_timestamp() - t0) * 1000)::numeric, 1));
 END

@@ -24,6 +24,11 @@ CREATE TABLE IF NOT EXISTS metricagg.samples (
 -- metricagg.ensure_partitions() moves such rows into their day.
 CREATE TABLE IF NOT EXISTS metricagg.samples_default PARTITION OF metricagg.samples DEFAULT;
 
+-- Time-ordered ingest makes a BRIN index on ts small, nearly free to
+-- maintain, and selective: the job's recomputes of recent or late ranges
+-- read only the block ranges that can hold them.
+CREATE INDEX IF NOT EXISTS samples_ts_brin ON metricagg.samples USING brin (ts) WITH (pages_per_range = 32);
+
 COMMENT ON TABLE metricagg.samples IS
 'Raw metric samples. Partitioned by UTC day; NULL, NaN and infinite values are rejected; every INSERT/COPY statement is recorded in metricagg.change_log.';
 
@@ -117,7 +122,9 @@ BEGIN
             PERFORM pg_advisory_xact_lock(hashtext('metricagg.samples partition'), 0);
             IF to_regclass('metricagg.' || name) IS NULL THEN
                 -- Rows that landed in the default partition must move first.
-                CREATE TEMP TABLE IF NOT EXISTS pg_temp.moving (LIKE metricagg.samples) ON COMMIT DROP;
+                IF to_regclass('pg_temp.moving') IS NULL THEN
+                    CREATE TEMP TABLE moving (LIKE metricagg.samples) ON COMMIT DROP;
+                END IF;
                 WITH gone AS (
                     DELETE FROM metricagg.samples_default
                     WHERE ts >= day AND ts < day + interval '1 day' RETURNING *)

@@ -117,8 +117,15 @@ impl Pipeline {
         connect(&with_db(&env("INGEST_DATABASE_URL"), &self.raw_db)).await
     }
 
-    /// `metricagg_run_once()` as the job role; returns its summary.
+    /// `metricagg_run_once()` as the job role, once every transaction that
+    /// began before this call has finished (see [`wait_for_horizon`]).
     pub async fn run_once(&self) -> String {
+        wait_for_horizon(&self.raw).await;
+        self.run_once_now().await
+    }
+
+    /// `metricagg_run_once()` right away, whatever else is running.
+    pub async fn run_once_now(&self) -> String {
         self.job
             .query_one("SELECT metricagg_run_once()", &[])
             .await
@@ -160,6 +167,38 @@ impl Pipeline {
             .await
             .unwrap()
             .get(0)
+    }
+}
+
+/// Waits until every transaction of the cluster that was running (or had
+/// already taken an xid) when this is called has finished, so that a run
+/// started afterwards has a horizon above all of this test's writes. The job
+/// only consumes changes below the cluster-wide snapshot xmin: under other
+/// load (another test, a seeder) the newest changes wait for the next run.
+pub async fn wait_for_horizon(raw: &Client) {
+    let target: String = raw
+        .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let done: bool = raw
+            .query_one(
+                "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::text::xid8",
+                &[&target],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if done {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a transaction older than xid {target} is still running after 120 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 

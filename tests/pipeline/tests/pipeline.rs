@@ -121,6 +121,7 @@ async fn rows_an_hour_late_reaggregate_their_bins() {
 async fn a_transaction_committing_after_a_run_is_not_lost() {
     let p = Pipeline::new().await;
     insert_samples(&p.ingest, &[1], T0, 600, 1).await;
+    wait_for_horizon(&p.raw).await;
     let mut slow = p.ingest_client().await;
     let tx = slow.transaction().await.unwrap();
     insert_samples(&tx, &[2], T0, 600, 2).await;
@@ -128,7 +129,7 @@ async fn a_transaction_committing_after_a_run_is_not_lost() {
     // run's horizon stops at the open transaction: srv-3, committed but
     // above it, waits for the next run too (recomputed then, never lost).
     insert_samples(&p.ingest, &[3], T0 + 600, 600, 3).await;
-    let summary = p.run_once().await;
+    let summary = p.run_once_now().await;
     assert!(summary.contains("1 change-log entries"), "{summary}");
     let servers: Vec<String> = p
         .analytics
@@ -153,6 +154,7 @@ async fn a_transaction_committing_after_a_run_is_not_lost() {
 async fn a_run_terminated_halfway_loses_and_doubles_nothing() {
     let p = Pipeline::new().await;
     insert_samples(&p.ingest, &(1..=20).collect::<Vec<_>>(), T0, 3000, 1).await;
+    wait_for_horizon(&p.raw).await;
     let mut killed = 0;
     for delay_ms in [50u64, 150, 300, 600] {
         let before = p.done_below().await;
@@ -200,6 +202,7 @@ async fn a_run_terminated_halfway_loses_and_doubles_nothing() {
 async fn concurrent_runs_are_serialized() {
     let p = Pipeline::new().await;
     insert_samples(&p.ingest, &[1], T0, 600, 1).await;
+    wait_for_horizon(&p.raw).await;
     let mut first = p.job_client().await;
     let tx = first.transaction().await.unwrap();
     let s1: String = tx
@@ -209,7 +212,7 @@ async fn concurrent_runs_are_serialized() {
         .get(0);
     assert!(s1.contains("1 change-log entries"), "{s1}");
     let started = std::time::Instant::now();
-    let s2 = p.run_once().await;
+    let s2 = p.run_once_now().await;
     assert!(s2.contains("another run is active"), "{s2}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -225,6 +228,7 @@ async fn concurrent_runs_are_serialized() {
 async fn raw_database_unreachable_then_back() {
     let p = Pipeline::new().await;
     insert_samples(&p.ingest, &[1, 2], T0, 600, 1).await;
+    wait_for_horizon(&p.raw).await;
     let before = p.done_below().await;
     p.analytics
         .batch_execute("ALTER SERVER metricagg_raw OPTIONS (SET port '1')")
@@ -436,13 +440,14 @@ async fn local_source_without_fdw() {
     let ingest = connect(&with_db(&env("INGEST_DATABASE_URL"), &db)).await;
     let job = connect(&with_db(&env("JOB_DATABASE_URL"), &db)).await;
     insert_samples(&ingest, &[1, 2, 3], T0, 900, 1).await;
+    wait_for_horizon(&admin).await;
     let summary: String = job
         .query_one("SELECT metricagg_run_once()", &[])
         .await
         .unwrap()
         .get(0);
     assert!(
-        summary.contains("3 change-log entries") && summary.contains("10800 raw rows"),
+        summary.contains("3 change-log entries") && summary.contains("21600 raw rows read"),
         "{summary}"
     );
     let diff: Vec<String> = admin

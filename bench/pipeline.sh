@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# make bench-pipeline: the dual-database job against its peers, in one run.
+#
+#  1. Loads 10M raw rows (100 servers x 4 metrics x 25,000 s) through the
+#     ingest role, one INSERT statement per 1,000 s of data (the change-log
+#     trigger on), except the last 2,500 s of servers 1-5: those agents are
+#     "slow" and deliver late.
+#  2. full:        metricagg_run_once() over everything (as metricagg_job, FDW).
+#     direct:      the same aggregation (both widths) queried directly on raw.
+#  3. incremental: +1% rows (the 50k late ones, and 50k current: the next 125 s
+#                  of every server), then metricagg_run_once() again.
+#  4. COPY of 1M rows from a file into samples with the trigger, and with it
+#     disabled; best of 3 each.
+# Last line: run_vs_direct=… incremental_fraction=… trigger_overhead=…
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make -s install-release >&2
+bash scripts/db.sh start
+eval "$(bash scripts/db.sh env)"
+RAW=bench_pipe_raw
+AN=bench_pipe_an
+psql_admin() { bash scripts/db.sh psql "$@"; }
+for db in "$AN" "$RAW"; do psql_admin postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null; done
+bash scripts/db.sh create-db raw "$RAW" >/dev/null
+bash scripts/db.sh create-db analytics "$AN" "$RAW" >/dev/null
+INGEST="${INGEST_DATABASE_URL%/*}/$RAW"
+JOB="${JOB_DATABASE_URL%/*}/$AN"
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) / 1e6 }'; }
+now() { date +%s%N; }
+
+T0="2025-11-15 00:00:00+00"
+VALUE="greatest(0, 40 + 20 * sin(2 * pi() * t / 3600.0 + s) + 10 * random())"
+psql "$INGEST" -Xqc "SELECT metricagg.ensure_partitions('$T0', timestamptz '$T0' + interval '2 days')" >/dev/null
+echo "loading 10M rows through the ingest role..." >&2
+start=$(now)
+for chunk in $(seq 0 24); do
+    lo=$((chunk * 1000)); hi=$((lo + 999))
+    psql "$INGEST" -Xq <<SQL
+INSERT INTO metricagg.samples
+SELECT 'srv-' || s, m, timestamptz '$T0' + t * interval '1 second', $VALUE
+FROM generate_series($lo, $hi) t, generate_series(1, 100) s, unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m
+WHERE NOT (s <= 5 AND t >= 22500);
+SQL
+done
+load_ms=$(ms "$start" "$(now)")
+psql_admin "$RAW" -qc "VACUUM (ANALYZE) metricagg.samples" >/dev/null
+
+run_once() { psql "$JOB" -XAtc "SELECT metricagg_run_once()"; }
+start=$(now); full_summary="$(run_once)"; full_ms=$(ms "$start" "$(now)")
+echo "full: $full_summary" >&2
+
+# The same aggregation directly on raw: both widths, results discarded.
+direct_ms=""
+for _ in 1 2 3; do
+    t=0
+    for w in "1 minute" "1 hour"; do
+        x=$(psql_admin "$RAW" -At -c "SET jit = off" -c "EXPLAIN (ANALYZE, TIMING OFF) SELECT server_id, metric_type, metricagg_bin(ts, '$w'), metricagg_stats(value) FROM metricagg.samples GROUP BY 1, 2, 3" | grep -oP 'Execution Time: \K[0-9.]+')
+        t=$(awk -v a="$t" -v b="$x" 'BEGIN { print a + b }')
+    done
+    if [ -z "$direct_ms" ] || awk "BEGIN{exit !($t < $direct_ms)}"; then direct_ms=$t; fi
+done
+
+psql "$INGEST" -Xq <<SQL
+INSERT INTO metricagg.samples   -- the slow agents' last 2,500 s, late
+SELECT 'srv-' || s, m, timestamptz '$T0' + t * interval '1 second', $VALUE
+FROM generate_series(22500, 24999) t, generate_series(1, 5) s, unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m;
+INSERT INTO metricagg.samples   -- the next 125 s of every server
+SELECT 'srv-' || s, m, timestamptz '$T0' + t * interval '1 second', $VALUE
+FROM generate_series(25000, 25124) t, generate_series(1, 100) s, unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m;
+SQL
+start=$(now); inc_summary="$(run_once)"; inc_ms=$(ms "$start" "$(now)")
+echo "incremental: $inc_summary" >&2
+
+# Oracle check: the bins equal a from-scratch recompute.
+bad=$(psql_admin "$AN" -At -c "SELECT count(*) FROM metricagg.bins b FULL JOIN metricagg.recompute_all_bins() o USING (server_id, metric_type, width, ts) WHERE b.count IS DISTINCT FROM o.count OR b.p80 IS DISTINCT FROM o.p80")
+[ "$bad" = 0 ] || { echo "bins differ from the oracle in $bad rows" >&2; exit 1; }
+
+# COPY 1M rows from a file, with and without the change-log trigger.
+file="$PWD/.metricagg/bench-copy-1m.tsv"
+psql_admin "$RAW" -qc "COPY (SELECT 'srv-' || s, m, timestamptz '2025-11-16 00:00:00+00' + t * interval '1 second', ${VALUE}
+                              FROM generate_series(0, 2499) t, generate_series(1, 100) s,
+                                   unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m) TO '$file'" >/dev/null
+copy_best() { # trigger on|off
+    local best="" t
+    for _ in 1 2 3; do
+        psql_admin "$RAW" -qc "TRUNCATE metricagg.samples_20251116" >/dev/null
+        [ "$1" = off ] && psql_admin "$RAW" -qc "ALTER TABLE metricagg.samples DISABLE TRIGGER samples_log_changes" >/dev/null
+        t=$(psql_admin "$RAW" -At -c '\timing on' -c "COPY metricagg.samples FROM '$file'" | grep -oP 'Time: \K[0-9.]+')
+        [ "$1" = off ] && psql_admin "$RAW" -qc "ALTER TABLE metricagg.samples ENABLE TRIGGER samples_log_changes" >/dev/null
+        if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t; fi
+    done
+    echo "$best"
+}
+copy_on=$(copy_best on)
+copy_off=$(copy_best off)
+rm -f "$file"
+
+printf '\n%-34s %10s\n' measurement ms
+printf '%-34s %10s\n' "load 10M rows (INSERT, trigger on)" "$load_ms"
+printf '%-34s %10s\n' "metricagg_run_once() full" "$full_ms"
+printf '%-34s %10s\n' "direct aggregation on raw (best/3)" "$direct_ms"
+printf '%-34s %10s\n' "metricagg_run_once() +1% rows" "$inc_ms"
+printf '%-34s %10s\n' "COPY 1M rows, trigger on (best/3)" "$copy_on"
+printf '%-34s %10s\n' "COPY 1M rows, trigger off (best/3)" "$copy_off"
+[ "${BENCH_KEEP:-0}" = 1 ] || for db in "$AN" "$RAW"; do psql_admin postgres -qc "DROP DATABASE $db" >/dev/null; done
+awk -v f="$full_ms" -v d="$direct_ms" -v i="$inc_ms" -v on="$copy_on" -v off="$copy_off" \
+    'BEGIN { printf "run_vs_direct=%.2f incremental_fraction=%.3f trigger_overhead=%.2f\n", f / d, i / f, on / off - 1 }'
