@@ -218,3 +218,84 @@ CREATE AGGREGATE metricagg_stats_by_bin(ts timestamptz, value double precision, 
 );
 COMMENT ON AGGREGATE metricagg_stats_by_bin(timestamptz, double precision, interval, timestamptz) IS
 'metricagg_stats_by_bin with an explicit origin for fixed widths (see metricagg_bin).';
+
+-------------------------------------------------------------------------------
+-- Every bin of every series in one aggregate, grouping done inside
+-------------------------------------------------------------------------------
+
+CREATE TYPE metricagg_rollup_row AS (
+    server_id text,
+    metric_type text,
+    ts timestamptz,
+    count bigint,
+    avg double precision,
+    min double precision,
+    max double precision,
+    p80 double precision
+);
+COMMENT ON TYPE metricagg_rollup_row IS
+'One bin of metricagg_rollup: series, bin start (UTC) and its count, avg, min, max and p80.';
+
+CREATE FUNCTION metricagg_rollup_trans(internal, text, text, timestamptz, double precision, interval) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_rollup_trans'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_rollup_trans(internal, text, text, timestamptz, double precision, interval) IS
+'Transition function of metricagg_rollup (internal).';
+
+CREATE FUNCTION metricagg_rollup_trans(internal, text, text, timestamptz, double precision, interval, timestamptz) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_rollup_trans'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_rollup_trans(internal, text, text, timestamptz, double precision, interval, timestamptz) IS
+'Transition function of metricagg_rollup with an origin (internal).';
+
+CREATE FUNCTION metricagg_rollup_combine(internal, internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_rollup_combine'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_rollup_combine(internal, internal) IS
+'Combine function of metricagg_rollup: merges series and bins exactly (internal).';
+
+CREATE FUNCTION metricagg_rollup_serialize(internal) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'metricagg_rollup_serialize'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_rollup_serialize(internal) IS
+'Serializes a partial metricagg_rollup state (internal).';
+
+CREATE FUNCTION metricagg_rollup_deserialize(bytea, internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_rollup_deserialize'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_rollup_deserialize(bytea, internal) IS
+'Deserializes a partial metricagg_rollup state (internal).';
+
+CREATE FUNCTION metricagg_rollup_final(internal) RETURNS metricagg_rollup_row[]
+    AS 'MODULE_PATHNAME', 'metricagg_rollup_final'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_rollup_final(internal) IS
+'Final function of metricagg_rollup (internal).';
+
+CREATE AGGREGATE metricagg_rollup(server_id text, metric_type text, ts timestamptz, value double precision, width interval) (
+    SFUNC = metricagg_rollup_trans,
+    STYPE = internal,
+    SSPACE = 1048576,
+    FINALFUNC = metricagg_rollup_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_rollup_combine,
+    SERIALFUNC = metricagg_rollup_serialize,
+    DESERIALFUNC = metricagg_rollup_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE metricagg_rollup(text, text, timestamptz, double precision, interval) IS
+'Every (server_id, metric_type, bin) of the input with count, avg, min, max and p80, as a metricagg_rollup_row[] ordered by series (bytewise) and bin: the same rows as GROUP BY server_id, metric_type, metricagg_bin(ts, width) with metricagg_stats, with the grouping done inside the aggregate (no GROUP BY needed). Use as SELECT r.* FROM (SELECT metricagg_rollup(...) a FROM t) s, unnest(s.a) r. Rows with a NULL in any input are skipped. A result is one array, so at most about 1 GB of bins.';
+
+CREATE AGGREGATE metricagg_rollup(server_id text, metric_type text, ts timestamptz, value double precision, width interval, origin timestamptz) (
+    SFUNC = metricagg_rollup_trans,
+    STYPE = internal,
+    SSPACE = 1048576,
+    FINALFUNC = metricagg_rollup_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_rollup_combine,
+    SERIALFUNC = metricagg_rollup_serialize,
+    DESERIALFUNC = metricagg_rollup_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE metricagg_rollup(text, text, timestamptz, double precision, interval, timestamptz) IS
+'metricagg_rollup with an explicit origin for fixed widths (see metricagg_bin).';

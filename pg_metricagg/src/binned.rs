@@ -33,7 +33,7 @@ struct Bin {
 
 /// The group's state. `bins` is sorted by `start`; `cur` is the bin the last
 /// row went to.
-struct Binned {
+pub(crate) struct Binned {
     context: pg_sys::MemoryContext,
     interval: (i32, i32, i64),
     width: Width,
@@ -53,7 +53,7 @@ unsafe fn alloc<T>(context: pg_sys::MemoryContext, count: usize) -> *mut T {
     }
 }
 
-unsafe fn new_binned(
+pub(crate) unsafe fn new_binned(
     context: pg_sys::MemoryContext,
     interval: (i32, i32, i64),
     origin: i64,
@@ -120,6 +120,125 @@ impl Binned {
             },
         }
     }
+
+    /// Adds one value at `ts`: to the bin of the previous row when it
+    /// contains `ts` (the common case for time-ordered input), otherwise to
+    /// the bin found, or created, by binary search.
+    #[inline(always)]
+    pub(crate) unsafe fn add(&mut self, ts: i64, value: f64) {
+        let idx = match self.bins().get(self.cur as usize) {
+            Some(c) if c.start <= ts && ts < c.end => self.cur,
+            _ => {
+                let start = bin(ts, self.width, self.origin).unwrap_or_else(|e| report(e));
+                unsafe { self.bin_index(start, bin_end(start, self.width)) }
+            }
+        };
+        unsafe {
+            let slot = &mut *self.bins.add(idx as usize);
+            slot.values = push(slot.values, value);
+        }
+        self.cur = idx;
+    }
+
+    /// Appends every bin of `other` (same width and origin) to this state.
+    pub(crate) unsafe fn merge_from(&mut self, other: &Binned) {
+        if self.interval != other.interval || self.origin != other.origin {
+            width_mismatch();
+        }
+        for rb in other.bins() {
+            unsafe {
+                let idx = self.bin_index(rb.start, rb.end);
+                let slot = &mut *self.bins.add(idx as usize);
+                let add = &*rb.values.as_ptr();
+                let have = &*slot.values.as_ptr();
+                if have.cap - have.len < add.len {
+                    slot.values = grow(slot.values, add.len as usize);
+                }
+                let dst = State::keys(slot.values)
+                    .as_mut_ptr()
+                    .add((*slot.values.as_ptr()).len as usize);
+                ptr::copy_nonoverlapping(State::keys(rb.values).as_ptr(), dst, add.len as usize);
+                (*slot.values.as_ptr()).len += add.len;
+                (*slot.values.as_ptr()).sum += add.sum;
+            }
+        }
+    }
+
+    /// Writes the width, origin and every bin with its values.
+    pub(crate) fn serialize_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.interval.0.to_le_bytes());
+        out.extend_from_slice(&self.interval.1.to_le_bytes());
+        out.extend_from_slice(&self.interval.2.to_le_bytes());
+        out.extend_from_slice(&self.origin.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        for bin in self.bins() {
+            // SAFETY: every bin's values point to a live state.
+            let v = unsafe { &*bin.values.as_ptr() };
+            out.extend_from_slice(&bin.start.to_le_bytes());
+            out.extend_from_slice(&bin.end.to_le_bytes());
+            out.extend_from_slice(&v.len.to_le_bytes());
+            out.extend_from_slice(&v.sum.to_le_bytes());
+            for k in unsafe { State::keys(bin.values) }.iter() {
+                out.extend_from_slice(&k.to_le_bytes());
+            }
+        }
+    }
+
+    /// Reads what `serialize_into` wrote, into a new state in `context`.
+    pub(crate) unsafe fn deserialize_from(
+        r: &mut Reader<'_>,
+        context: pg_sys::MemoryContext,
+    ) -> NonNull<Binned> {
+        let interval = (
+            i32::from_le_bytes(r.take()),
+            i32::from_le_bytes(r.take()),
+            i64::from_le_bytes(r.take()),
+        );
+        let origin = i64::from_le_bytes(r.take());
+        let nbins = u32::from_le_bytes(r.take());
+        unsafe {
+            let state = new_binned(context, interval, origin);
+            let b = &mut *state.as_ptr();
+            for _ in 0..nbins {
+                let start = i64::from_le_bytes(r.take());
+                let end = i64::from_le_bytes(r.take());
+                let len = u32::from_le_bytes(r.take()) as usize;
+                let sum = f64::from_le_bytes(r.take());
+                if r.0.len() < len * 8 {
+                    corrupt("A bin holds fewer values than it claims.");
+                }
+                let idx = b.bin_index(start, end);
+                let slot = &mut *b.bins.add(idx as usize);
+                slot.values = grow(slot.values, len);
+                let keys = std::slice::from_raw_parts_mut(
+                    slot.values
+                        .as_ptr()
+                        .cast::<u8>()
+                        .add(crate::agg::HEADER)
+                        .cast::<u64>(),
+                    len,
+                );
+                for k in keys.iter_mut() {
+                    *k = u64::from_le_bytes(r.take());
+                }
+                (*slot.values.as_ptr()).len = len as u32;
+                (*slot.values.as_ptr()).sum = sum;
+            }
+            state
+        }
+    }
+
+    /// Calls `f(bin start, stats)` for every non-empty bin, in time order.
+    /// Reorders each bin's keys (selection), which leaves the state valid.
+    pub(crate) fn for_each_stats(&self, mut f: impl FnMut(i64, metricagg_core::stats::Stats)) {
+        for bin in self.bins() {
+            // SAFETY: every bin's values point to a live state.
+            let sum = unsafe { (*bin.values.as_ptr()).sum };
+            if let Some(s) = summarize(unsafe { State::keys(bin.values) }, sum) {
+                f(bin.start, s);
+            }
+        }
+    }
 }
 
 fn width_mismatch() -> ! {
@@ -180,19 +299,7 @@ pg_v1_function! {
                 }
                 None => new_binned(aggregate_context(fcinfo), interval, origin),
             };
-            let b = &mut *state.as_ptr();
-            let ts = ts.value() as i64;
-            // The common case: the same bin as the previous row.
-            let idx = match b.bins().get(b.cur as usize) {
-                Some(c) if c.start <= ts && ts < c.end => b.cur,
-                _ => {
-                    let start = bin(ts, b.width, b.origin).unwrap_or_else(|e| report(e));
-                    b.bin_index(start, bin_end(start, b.width))
-                }
-            };
-            let slot = &mut *b.bins.add(idx as usize);
-            slot.values = push(slot.values, f64::from_bits(value.value() as u64));
-            b.cur = idx;
+            (*state.as_ptr()).add(ts.value() as i64, f64::from_bits(value.value() as u64));
             datum(Some(state), fcinfo)
         }
     }
@@ -209,29 +316,10 @@ pg_v1_function! {
             };
             let r = &*right.as_ptr();
             let left = match left {
-                Some(l) => {
-                    let lb = &*l.as_ptr();
-                    if lb.interval != r.interval || lb.origin != r.origin {
-                        width_mismatch();
-                    }
-                    l
-                }
+                Some(l) => l,
                 None => new_binned(aggregate_context(fcinfo), r.interval, r.origin),
             };
-            let l = &mut *left.as_ptr();
-            for rb in r.bins() {
-                let idx = l.bin_index(rb.start, rb.end);
-                let slot = &mut *l.bins.add(idx as usize);
-                let add = &*rb.values.as_ptr();
-                let have = &*slot.values.as_ptr();
-                if have.cap - have.len < add.len {
-                    slot.values = grow(slot.values, add.len as usize);
-                }
-                let dst = State::keys(slot.values).as_mut_ptr().add((*slot.values.as_ptr()).len as usize);
-                ptr::copy_nonoverlapping(State::keys(rb.values).as_ptr(), dst, add.len as usize);
-                (*slot.values.as_ptr()).len += add.len;
-                (*slot.values.as_ptr()).sum += add.sum;
-            }
+            (*left.as_ptr()).merge_from(r);
             datum(Some(left), fcinfo)
         }
     }
@@ -243,45 +331,43 @@ pg_v1_function! {
         unsafe {
             let state = binned_arg(arg(fcinfo, 0)).expect("STRICT: state is not NULL");
             let b = &*state.as_ptr();
-            let mut out = Vec::with_capacity(32 + b.len as usize * 64);
+            let mut out = Vec::with_capacity(36 + b.len as usize * 64);
             out.extend_from_slice(&SERIAL_VERSION.to_le_bytes());
-            out.extend_from_slice(&b.interval.0.to_le_bytes());
-            out.extend_from_slice(&b.interval.1.to_le_bytes());
-            out.extend_from_slice(&b.interval.2.to_le_bytes());
-            out.extend_from_slice(&b.origin.to_le_bytes());
-            out.extend_from_slice(&b.len.to_le_bytes());
-            for bin in b.bins() {
-                let v = &*bin.values.as_ptr();
-                out.extend_from_slice(&bin.start.to_le_bytes());
-                out.extend_from_slice(&bin.end.to_le_bytes());
-                out.extend_from_slice(&v.len.to_le_bytes());
-                out.extend_from_slice(&v.sum.to_le_bytes());
-                for k in State::keys(bin.values).iter() {
-                    out.extend_from_slice(&k.to_le_bytes());
-                }
-            }
-            if out.len() + pg_sys::VARHDRSZ > MAX_ALLOC_SIZE {
-                raise(
-                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                    "metricagg_stats_by_bin: group too large to pass between parallel workers",
-                    None,
-                    "SET max_parallel_workers_per_gather = 0 for this query, or group by a time range as well.",
-                );
-            }
-            let total = out.len() + pg_sys::VARHDRSZ;
-            let bytea = pg_sys::palloc(total).cast::<pg_sys::varlena>();
-            pgrx::set_varsize_4b(bytea, total as i32);
-            ptr::copy_nonoverlapping(out.as_ptr(), bytea.cast::<u8>().add(pg_sys::VARHDRSZ), out.len());
-            pg_sys::Datum::from(bytea)
+            b.serialize_into(&mut out);
+            to_bytea(&out, "metricagg_stats_by_bin")
         }
     }
 }
 
+/// Copies a serialized state into a new bytea, refusing more than a varlena holds.
+pub(crate) fn to_bytea(out: &[u8], what: &str) -> pg_sys::Datum {
+    if out.len() + pg_sys::VARHDRSZ > MAX_ALLOC_SIZE {
+        raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            &format!("{what}: partial state too large to pass between parallel workers"),
+            Some(&format!("The state takes {} bytes; a bytea holds at most 1 GB.", out.len())),
+            "SET max_parallel_workers_per_gather = 0 for this query, or aggregate a narrower time range.",
+        );
+    }
+    let total = out.len() + pg_sys::VARHDRSZ;
+    // SAFETY: palloc returns `total` writable bytes; the varlena header is set before use.
+    unsafe {
+        let bytea = pg_sys::palloc(total).cast::<pg_sys::varlena>();
+        pgrx::set_varsize_4b(bytea, total as i32);
+        ptr::copy_nonoverlapping(
+            out.as_ptr(),
+            bytea.cast::<u8>().add(pg_sys::VARHDRSZ),
+            out.len(),
+        );
+        pg_sys::Datum::from(bytea)
+    }
+}
+
 /// A little-endian reader over a serialized state.
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
+    pub(crate) fn take<const N: usize>(&mut self) -> [u8; N] {
         if self.0.len() < N {
             corrupt("The state ends early.");
         }
@@ -301,34 +387,9 @@ pg_v1_function! {
             if u32::from_le_bytes(r.take()) != SERIAL_VERSION {
                 corrupt("Unknown state version.");
             }
-            let interval = (i32::from_le_bytes(r.take()), i32::from_le_bytes(r.take()), i64::from_le_bytes(r.take()));
-            let origin = i64::from_le_bytes(r.take());
-            let nbins = u32::from_le_bytes(r.take());
             // Short-lived, like the plain aggregates' deserialized states:
             // combine copies it into the aggregate context.
-            let state = new_binned(pg_sys::CurrentMemoryContext, interval, origin);
-            let b = &mut *state.as_ptr();
-            for _ in 0..nbins {
-                let start = i64::from_le_bytes(r.take());
-                let end = i64::from_le_bytes(r.take());
-                let len = u32::from_le_bytes(r.take()) as usize;
-                let sum = f64::from_le_bytes(r.take());
-                if r.0.len() < len * 8 {
-                    corrupt("A bin holds fewer values than it claims.");
-                }
-                let idx = b.bin_index(start, end);
-                let slot = &mut *b.bins.add(idx as usize);
-                slot.values = grow(slot.values, len);
-                let keys = std::slice::from_raw_parts_mut(
-                    slot.values.as_ptr().cast::<u8>().add(crate::agg::HEADER).cast::<u64>(),
-                    len,
-                );
-                for k in keys.iter_mut() {
-                    *k = u64::from_le_bytes(r.take());
-                }
-                (*slot.values.as_ptr()).len = len as u32;
-                (*slot.values.as_ptr()).sum = sum;
-            }
+            let state = Binned::deserialize_from(&mut r, pg_sys::CurrentMemoryContext);
             if !r.0.is_empty() {
                 corrupt("Trailing bytes after the last bin.");
             }
@@ -339,12 +400,12 @@ pg_v1_function! {
 
 /// The element type of the result array and its blessed descriptor, looked
 /// up once per aggregate and kept in `fn_extra`.
-struct ResultType {
-    element: pg_sys::Oid,
-    tupdesc: pg_sys::TupleDesc,
+pub(crate) struct ResultType {
+    pub(crate) element: pg_sys::Oid,
+    pub(crate) tupdesc: pg_sys::TupleDesc,
 }
 
-unsafe fn result_type(fcinfo: pg_sys::FunctionCallInfo) -> &'static ResultType {
+pub(crate) unsafe fn result_type(fcinfo: pg_sys::FunctionCallInfo) -> &'static ResultType {
     unsafe {
         let flinfo = (*fcinfo).flinfo;
         if (*flinfo).fn_extra.is_null() {
@@ -379,11 +440,9 @@ pg_v1_function! {
             let rt = result_type(fcinfo);
             let b = &*state.as_ptr();
             let mut elements = Vec::with_capacity(b.len as usize);
-            for bin in b.bins() {
-                let sum = (*bin.values.as_ptr()).sum;
-                let Some(s) = summarize(State::keys(bin.values), sum) else { continue };
+            b.for_each_stats(|start, s| {
                 let mut values = [
-                    pg_sys::Datum::from(bin.start),
+                    pg_sys::Datum::from(start),
                     pg_sys::Datum::from(s.count),
                     pg_sys::Datum::from(s.avg.to_bits()),
                     pg_sys::Datum::from(s.min.to_bits()),
@@ -393,7 +452,7 @@ pg_v1_function! {
                 let mut nulls = [false; 6];
                 let tuple = pg_sys::heap_form_tuple(rt.tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
                 elements.push(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data));
-            }
+            });
             let array = pg_sys::construct_array(
                 elements.as_mut_ptr(),
                 elements.len() as i32,

@@ -574,6 +574,132 @@ mod tests {
         Ok(())
     }
 
+    /// metricagg_rollup's rows equal GROUP BY server, metric, bin with
+    /// PostgreSQL's own aggregates.
+    fn rollup_oracle_diff(table: &str, width: &str, origin: Option<&str>) -> String {
+        let (agg_origin, bin_origin) = match origin {
+            Some(o) => (format!(", '{o}'"), format!("'{o}'")),
+            None => (String::new(), "'2000-01-03 00:00:00+00'".to_string()),
+        };
+        format!(
+            "SELECT * FROM (
+               SELECT r.* FROM (SELECT metricagg_rollup(server_id, metric_type, ts, v, '{width}'{agg_origin}) AS a
+                                FROM {table}) x, unnest(x.a) r) a
+             FULL JOIN (
+               SELECT server_id, metric_type, date_bin('{width}', ts, {bin_origin}) AS ts, count(v) AS c0,
+                      avg(v) AS a0, min(v) AS mn0, max(v) AS mx0, percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS p0
+               FROM {table}
+               WHERE v IS NOT NULL AND ts IS NOT NULL AND server_id IS NOT NULL AND metric_type IS NOT NULL
+               GROUP BY 1, 2, 3) o USING (server_id, metric_type, ts)
+             WHERE a.count IS DISTINCT FROM o.c0 OR {} OR {} OR {}
+                OR ((a.avg IS NULL AND o.a0 IS NULL) OR a.avg = o.a0 OR abs(a.avg - o.a0) <= 1e-12 * abs(o.a0)) IS NOT TRUE",
+            differ("a.min", "o.mn0"),
+            differ("a.max", "o.mx0"),
+            differ("a.p80", "o.p0"),
+        )
+    }
+
+    fn make_fleet_table(name: &str) -> TestResult {
+        Spi::run(&format!(
+            "SELECT setseed(0.1618);
+             CREATE TABLE {name} AS
+             SELECT 'srv-' || (g % 23) AS server_id,
+                    (ARRAY['cpu', 'memory', 'disk_io', 'network'])[1 + (g / 23) % 4] AS metric_type,
+                    timestamptz '2025-11-15 00:00:00+00' + (g / 92) * interval '1 second'
+                      + (random() * 2) * interval '1 second' AS ts,
+                    CASE WHEN random() < 0.02 THEN 'NaN'::float8 WHEN random() < 0.02 THEN NULL
+                         WHEN random() < 0.04 THEN '-0'::float8 ELSE floor(random() * 1000) / 10 END AS v
+             FROM generate_series(0, 150000) g ORDER BY random();
+             INSERT INTO {name} VALUES (NULL, 'cpu', now(), 1), ('srv-1', NULL, now(), 1),
+                                       ('ab', 'c', '2025-11-15 00:00:00+00', 1), ('a', 'bc', '2025-11-15 00:00:00+00', 2),
+                                       ('srv-x', 'cpu', NULL, 1), ('srv-é', 'mémoire', '1999-12-31 23:59:59+00', 3);
+             ANALYZE {name};"
+        ))
+    }
+
+    #[pg_test]
+    fn rollup_equals_grouping_by_series_and_bin() -> TestResult {
+        make_fleet_table("fleet")?;
+        for (width, origin) in [
+            ("1 minute", None),
+            ("1 hour", None),
+            ("13 seconds", Some("2020-02-29 12:00:00.5+00")),
+        ] {
+            assert_no_rows(
+                &format!("metricagg_rollup({width})"),
+                &rollup_oracle_diff("fleet", width, origin),
+            )?;
+        }
+        assert_eq!(
+            count("SELECT count(*) FROM unnest((SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') FROM fleet)) r
+                   WHERE (server_id, metric_type) IN (('ab', 'c'), ('a', 'bc'))")?,
+            2
+        );
+        // Ordered by series and bin.
+        assert_eq!(
+            count("SELECT count(*) FROM (SELECT r, lag(r) OVER (ORDER BY o) AS prev FROM unnest((SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') FROM fleet)) WITH ORDINALITY u(server_id, metric_type, ts, c, a, mn, mx, p, o), LATERAL (SELECT ROW(u.server_id::bytea, u.metric_type::bytea, u.ts) AS r) x) q
+                   WHERE prev IS NOT NULL AND prev >= r")?,
+            0
+        );
+        assert_eq!(text("SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute')::text FROM fleet WHERE false")?, None);
+        Ok(())
+    }
+
+    #[pg_test]
+    fn rollup_parallel_equals_serial() -> TestResult {
+        make_fleet_table("pfleet")?;
+        Spi::run(
+            "SET LOCAL max_parallel_workers_per_gather = 0;
+             CREATE TABLE rollup_serial AS
+               SELECT r.* FROM (SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') a FROM pfleet) x, unnest(x.a) r;
+             SET LOCAL max_parallel_workers_per_gather = 2;
+             SET LOCAL parallel_setup_cost = 0;
+             SET LOCAL parallel_tuple_cost = 0;
+             SET LOCAL min_parallel_table_scan_size = 0;
+             SET LOCAL parallel_leader_participation = off;",
+        )?;
+        let q = "SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') a FROM pfleet";
+        let plan = explain("ANALYZE, COSTS OFF, TIMING OFF", q)?;
+        assert!(
+            plan.contains("Partial Aggregate") && plan.contains("Gather"),
+            "{plan}"
+        );
+        assert!(!plan.contains("Workers Launched: 0"), "{plan}");
+        assert_no_rows(
+            "parallel rollup vs serial",
+            &format!(
+                "SELECT * FROM rollup_serial s FULL JOIN (SELECT r.* FROM ({q}) x, unnest(x.a) r) p
+                   USING (server_id, metric_type, ts)
+                 WHERE s.count IS DISTINCT FROM p.count OR {} OR {} OR {}
+                    OR (s.avg = p.avg OR abs(s.avg - p.avg) <= 1e-12 * abs(s.avg)) IS NOT TRUE",
+                differ("s.p80", "p.p80"),
+                differ("s.min", "p.min"),
+                differ("s.max", "p.max"),
+            ),
+        )
+    }
+
+    #[pg_test]
+    fn rollup_bad_input() -> TestResult {
+        let cases: &[(&str, &str)] = &[
+            ("SELECT metricagg_rollup('s', 'm', now(), 1, NULL)", "22004: metricagg_rollup: width must not be NULL"),
+            ("SELECT metricagg_rollup('s', 'm', now(), 1, '-1 minute')", "22023: metricagg_bin: width must be greater than zero"),
+            ("SELECT metricagg_rollup('s', 'm', 'infinity', 1, '1 minute')", "22008: metricagg_bin: cannot bin an infinite timestamp"),
+            (
+                "SELECT metricagg_rollup('s', 'm', t, 1, w) FROM (VALUES (now(), interval '1 minute'), (now(), interval '2 minutes')) x(t, w)",
+                "22023: metricagg_rollup: width and origin must be the same for every row",
+            ),
+        ];
+        for (query, want) in cases {
+            let got = error_of(query)?;
+            assert!(
+                got.starts_with(want),
+                "{query}\n  got:  {got}\n  want: {want}…"
+            );
+        }
+        Ok(())
+    }
+
     #[pg_test]
     fn nulls_in_nulls_out() -> TestResult {
         assert_eq!(
@@ -639,7 +765,7 @@ mod tests {
             "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_metricagg'
              WHERE p.prokind = 'a'"
-        )? == 5);
+        )? == 7);
         assert_eq!(
             count(
                 "SELECT count(*) FROM pg_proc WHERE proname = 'metricagg_bin'
