@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::db::natural_cmp;
-use crate::stats::{mad, median, median_in_place, rolling_median, theil_sen, MAD_TO_SIGMA};
+use crate::stats::{
+    mad, median, median_in_place, rolling_median, rolling_median_fixed, theil_sen, MAD_TO_SIGMA,
+};
 
 /// One (server, metric) series of stored bins, sorted by time.
 #[derive(Clone, Debug, Default)]
@@ -515,7 +517,7 @@ fn detect_series(
     }
 
     // Baseline: centred rolling median; residual scale: robust σ.
-    let base = rolling_median(v, p.baseline_half_width);
+    let base = rolling_median_fixed(v, p.baseline_half_width);
     let resid: Vec<f64> = v.iter().zip(&base).map(|(x, b)| x - b).collect();
     let sigma = noise_sigma(&resid, level, p);
     let z: Vec<f64> = resid
@@ -567,6 +569,39 @@ fn detect_series(
         });
     }
 
+    // Short spikes inside one bin move its average a little but its maximum
+    // a lot: the same excursion test on the bins' maxima, upward, short runs.
+    {
+        let mx = &s.max;
+        let mbase = rolling_median_fixed(mx, p.baseline_half_width);
+        let mres: Vec<f64> = mx.iter().zip(&mbase).map(|(x, b)| x - b).collect();
+        let msig = noise_sigma(&mres, median(mx).unwrap_or(0.0), p);
+        let hot: Vec<bool> = (0..n)
+            .map(|i| !excluded[i] && mres[i] / msig >= p.z_enter)
+            .collect();
+        for (a, b) in runs(&hot) {
+            let (pi, pz) = (a..b)
+                .map(|i| (i, mres[i] / msig))
+                .max_by(|x, y| x.1.total_cmp(&y.1))
+                .expect("non-empty run");
+            let covered = out
+                .iter()
+                .any(|w| w.kind != "dropout" && w.a < b && a < w.b.max(w.a + 1));
+            if b - a <= p.spike_max_bins && pz >= p.z_single && !covered {
+                out.push(Window {
+                    a,
+                    b,
+                    kind: "spike",
+                    z: pz,
+                    peak_i: pi,
+                    typical: base[pi],
+                    start_override: None,
+                    end_override: None,
+                });
+            }
+        }
+    }
+
     // Level shifts: the median of the next L bins differs from the median of
     // the previous L bins by ≥ z_persist σ, and the new level persists.
     let l = p.baseline_half_width / 2; // 15 bins each side
@@ -597,7 +632,10 @@ fn detect_series(
         let st = (c.saturating_sub(l)..(c + l).min(n))
             .find(|&k| (tiny[k] - mid) * sign > 0.0)
             .unwrap_or(c);
-        let persist_end = (st + p.level_shift_min_bins).min(n);
+        // Shorter excursions are the excursion detector's: a step counts only
+        // when the new level holds for a whole baseline window (or to the end).
+        let hold = 2 * p.baseline_half_width + 1;
+        let persist_end = (st + hold).min(n);
         let held = median(&v[st..persist_end]).is_some_and(|m| (m - mid) * sign > 0.0);
         if !held || persist_end - st < p.level_shift_min_bins {
             i = j.max(i + 1);
@@ -606,7 +644,12 @@ fn detect_series(
         let near_stuck = excluded[st.saturating_sub(l + 1)..(st + l + 1).min(n)]
             .iter()
             .any(|&e| e);
-        if !near_stuck {
+        // A step right after an excursion is that excursion ending, not a new level.
+        let lo = st.saturating_sub(l + 1);
+        let after_excursion = out
+            .iter()
+            .any(|w| w.kind != "dropout" && w.a <= st + 1 && w.b >= lo && w.b > w.a);
+        if !near_stuck && !after_excursion {
             cps.push((st, sign, post - pre, pre));
         }
         i = j.max(i + 1);
@@ -732,10 +775,22 @@ fn detect_series(
     }
 
     // Merge overlapping or touching windows; the higher-priority kind wins.
+    // (Sorted by start, so the last window of a family is the one to extend.)
     out.sort_by_key(|x| (x.start_ts(s), x.end_ts(s)));
     let mut merged: Vec<Window> = Vec::new();
     for wdw in out {
-        if let Some(last) = merged.last_mut() {
+        // Only windows of one family merge: a dropout or a stuck sensor is
+        // its own finding even inside a longer excursion.
+        let family = |k: &str| match k {
+            "dropout" => 0,
+            "stuck" => 1,
+            _ => 2,
+        };
+        if let Some(last) = merged
+            .iter_mut()
+            .rev()
+            .find(|m| family(m.kind) == family(wdw.kind))
+        {
             if wdw.start_ts(s) <= last.end_ts(s) + 2 * w {
                 let (sa, sb) = (
                     last.start_ts(s).min(wdw.start_ts(s)),
@@ -883,7 +938,7 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
         let windows = detect_series(s, p, span, fleet_curves.get(s.metric.as_str()), block);
         let level = median(&s.avg).unwrap_or(0.0);
         let base_sigma = {
-            let base = rolling_median(&s.avg, p.baseline_half_width);
+            let base = rolling_median_fixed(&s.avg, p.baseline_half_width);
             let resid: Vec<f64> = s.avg.iter().zip(&base).map(|(x, b)| x - b).collect();
             noise_sigma(&resid, level, p)
         };
@@ -996,7 +1051,11 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
         }
     }
 
+    drop_fleet_regime_changes(&mut an.anomalies, p);
     mark_noisy_neighbours(&mut an.anomalies);
+    for (k, a) in an.anomalies.iter_mut().enumerate() {
+        a.id = format!("A{}", k + 1);
+    }
 
     // fleet comparison per metric
     let mut n_c = 0;
@@ -1114,6 +1173,38 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
 
     an.facts = facts_of(&an);
     an
+}
+
+/// Long level shifts (longer than the baseline window, so found by the step
+/// detector) that start within 30 minutes of a shift of the same metric in
+/// the same direction on another server are a fleet or profile regime change
+/// (a schedule, a deploy), not an anomaly of one server: dropped.
+fn drop_fleet_regime_changes(anoms: &mut Vec<Anomaly>, p: &Params) {
+    let long = |a: &Anomaly| {
+        a.kind == "level_shift" && a.duration_minutes > (2 * p.baseline_half_width) as f64
+    };
+    let up = |a: &Anomaly| a.peak >= a.typical;
+    let mut drop = vec![false; anoms.len()];
+    for i in 0..anoms.len() {
+        for j in (i + 1)..anoms.len() {
+            let (a, b) = (&anoms[i], &anoms[j]);
+            if long(a)
+                && long(b)
+                && a.server != b.server
+                && a.metric == b.metric
+                && up(a) == up(b)
+                && (a.start - b.start).num_seconds().abs() <= 1800
+            {
+                drop[i] = true;
+                drop[j] = true;
+            }
+        }
+    }
+    let mut k = 0;
+    anoms.retain(|_| {
+        k += 1;
+        !drop[k - 1]
+    });
 }
 
 /// A noisy neighbour (a shared host) lifts cpu and disk I/O of several

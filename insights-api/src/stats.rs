@@ -73,6 +73,24 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
     out
 }
 
+/// Rolling median whose window keeps its full size 2h+1 at the edges (the
+/// window is shifted inwards instead of truncated), so an excursion near the
+/// start or end of a series cannot drag the edge baseline.
+pub fn rolling_median_fixed(xs: &[f64], h: usize) -> Vec<f64> {
+    let n = xs.len();
+    let mut out = rolling_median(xs, h);
+    if n > 2 * h + 1 {
+        let (first, last) = (out[h], out[n - 1 - h]);
+        for o in out.iter_mut().take(h) {
+            *o = first;
+        }
+        for o in out.iter_mut().skip(n - h) {
+            *o = last;
+        }
+    }
+    out
+}
+
 /// Result of a Theil–Sen fit `y = intercept + slope·x`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SenFit {

@@ -1,0 +1,26 @@
+# insights-api (issue 5): grounded insights over the bins, narrated by an
+# OpenAI-compatible LLM or the local narrator.
+#
+#   make test-api       unit tests + API/LLM tests against scratch databases of the embedded cluster
+#   make api            the service in the foreground (api role, embedded cluster, 127.0.0.1:3000)
+#   make eval-insights  seed a labelled day, run the pipeline, score /insights against the labels
+#   make bench-api      /insights latency over 24 h x 50 servers x 4 metrics (mock mode)
+
+TEST_TARGETS += test-api
+
+.PHONY: test-api api eval-insights bench-api
+
+# The database tests fail, never skip, without the cluster: start it first.
+test-api:
+	bash scripts/db.sh start
+	cargo test -p insights-api
+
+api:
+	bash scripts/db.sh start
+	eval "$$(bash scripts/db.sh env)" && cargo run --release -p insights-api --bin insights-api
+
+eval-insights:
+	bash bench/api_eval.sh
+
+bench-api:
+	bash bench/api.sh
