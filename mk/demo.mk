@@ -1,0 +1,34 @@
+# Demo, docker-compose and docs checks (issue 6).
+#
+#   make demo             the whole pipeline on the embedded cluster, insights-api in the background
+#   make stop             stop what make demo started (API, loop mode, cluster)
+#   make test-compose     validate docker-compose.yml (compose-spec schema) and every path it names
+#   make test-sql-doctest run the SQL examples of docs/sql-reference.md and compare their output
+
+TEST_TARGETS += test-compose test-sql-doctest
+
+# check-jsonschema from PyPI, in a private venv (never the system Python).
+VENV := .metricagg/venv
+
+.PHONY: demo stop test-compose test-demo-files test-sql-doctest
+
+demo:
+	bash scripts/demo.sh start
+
+stop:
+	bash scripts/demo.sh stop
+
+$(VENV)/bin/check-jsonschema:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q check-jsonschema
+
+test-compose: $(VENV)/bin/check-jsonschema
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/python scripts/check-compose.py docker-compose.yml
+	$(VENV)/bin/python scripts/check-compose.py --self-test docker-compose.yml
+
+test-demo-files: test-compose
+
+test-sql-doctest:
+	bash scripts/db.sh start
+	bash scripts/sql-doctest.sh docs/sql-reference.md
