@@ -357,6 +357,16 @@ fn priority(kind: &str) -> u8 {
     }
 }
 
+/// What one series contributes, computed in parallel.
+struct PerSeries {
+    windows: Vec<Window>,
+    base_sigma: f64,
+    bx0: Option<f64>,
+    last_x: Option<f64>,
+    fit: Option<crate::stats::SenFit>,
+    ffit: Option<crate::stats::SenFit>,
+}
+
 /// Runs of `true` as [a, b) index ranges.
 fn runs(mask: &[bool]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -384,12 +394,12 @@ fn detect_series(
     range: (i64, i64),
     fleet_blocks: Option<&HashMap<i64, f64>>,
     block: i64,
-) -> Vec<Window> {
+) -> (Vec<Window>, f64) {
     let n = s.len();
     let w = s.width;
     let mut out: Vec<Window> = Vec::new();
     if n == 0 {
-        return out;
+        return (out, p.abs_floor);
     }
     let v = &s.avg;
     let level = median(v).unwrap_or(0.0);
@@ -461,7 +471,8 @@ fn detect_series(
     }
 
     if n < 2 * p.persist_bins + 10 {
-        return out;
+        let floor = noise_sigma(&[], level, p);
+        return (out, floor);
     }
 
     // Stuck: the same value repeated. A bin of several samples whose min
@@ -812,8 +823,7 @@ fn detect_series(
         }
         merged.push(wdw);
     }
-    let _ = sigma;
-    merged
+    (merged, sigma)
 }
 
 /// Kind of an excursion from its shape: short ones are spikes (or dips), a
@@ -933,15 +943,56 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
     let mut n_a = 0;
     let mut n_t = 0;
     let mut n_f = 0;
-    for s in series.iter().copied().filter(|s| focused(s)) {
-        // anomalies
-        let windows = detect_series(s, p, span, fleet_curves.get(s.metric.as_str()), block);
-        let level = median(&s.avg).unwrap_or(0.0);
-        let base_sigma = {
-            let base = rolling_median_fixed(&s.avg, p.baseline_half_width);
-            let resid: Vec<f64> = s.avg.iter().zip(&base).map(|(x, b)| x - b).collect();
-            noise_sigma(&resid, level, p)
-        };
+    // The per-series work (detection, trend and forecast fits) is independent:
+    // spread it over the available cores, then assemble in order.
+    let todo: Vec<&Series> = series.iter().copied().filter(|s| focused(s)).collect();
+    let zq = crate::stats::z_for(p.confidence);
+    let work = |s: &Series| -> PerSeries {
+        let (windows, base_sigma) =
+            detect_series(s, p, span, fleet_curves.get(s.metric.as_str()), block);
+        let (bx, by) = block_medians(s, block);
+        let fit = theil_sen(&bx, &by, zq);
+        let cut = bx.last().copied().unwrap_or(0.0) - 12.0;
+        let k0 = bx.iter().position(|&x| x >= cut).unwrap_or(0);
+        let ffit = theil_sen(&bx[k0..], &by[k0..], zq);
+        let last_x = bx.last().copied();
+        PerSeries {
+            windows,
+            base_sigma,
+            bx0: bx.first().copied(),
+            last_x,
+            fit,
+            ffit,
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let results: Vec<PerSeries> = if threads == 1 || todo.len() < 8 {
+        todo.iter().map(|s| work(s)).collect()
+    } else {
+        let chunk = todo.len().div_ceil(threads);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = todo
+                .chunks(chunk)
+                .map(|c| sc.spawn(|| c.iter().map(|s| work(s)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    for (s, res) in todo.iter().copied().zip(results) {
+        let PerSeries {
+            windows,
+            base_sigma,
+            bx0,
+            last_x,
+            fit,
+            ffit,
+        } = res;
         for wdw in windows {
             n_a += 1;
             let start = wdw.start_ts(s);
@@ -977,10 +1028,10 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
         }
 
         // trend on block medians
-        let (bx, by) = block_medians(s, block);
-        if let Some(f) = theil_sen(&bx, &by, crate::stats::z_for(p.confidence)) {
+        if let Some(f) = fit {
             n_t += 1;
-            let hours = (range_secs as f64 / 3600.0).max(bx.last().copied().unwrap_or(0.0) - bx[0]);
+            let hours =
+                (range_secs as f64 / 3600.0).max(last_x.unwrap_or(0.0) - bx0.unwrap_or(0.0));
             let change = f.slope * hours;
             let material = change.abs() >= 3.0 * base_sigma.max(f.resid_sigma / 2.0);
             an.trends.push(Trend {
@@ -999,10 +1050,7 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
             });
 
             // forecast from the last 12 hours of blocks (or all)
-            let cut = bx.last().copied().unwrap_or(0.0) - 12.0;
-            let k0 = bx.iter().position(|&x| x >= cut).unwrap_or(0);
-            let (fx, fy) = (&bx[k0..], &by[k0..]);
-            if let Some(ff) = theil_sen(fx, fy, crate::stats::z_for(p.confidence)) {
+            if let Some(ff) = ffit {
                 n_f += 1;
                 let zq = crate::stats::z_for(p.confidence);
                 let se_slope = if ff.slope_hi.is_finite() && ff.slope_lo.is_finite() {
@@ -1010,12 +1058,13 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
                 } else {
                     ff.slope.abs()
                 };
-                let x_end = (range.1 - range.0) as f64 / 3600.0;
+                // x is hours since the series' first bin (as in block_medians)
+                let x_end = (range.1 - s.ts[0]) as f64 / 3600.0;
                 let mut points = Vec::new();
                 for h in 1..=p.forecast_hours.max(0) {
                     let x = x_end + h as f64;
                     let val = ff.intercept + ff.slope * x;
-                    let ahead = x - fx.last().copied().unwrap_or(x_end);
+                    let ahead = x - last_x.unwrap_or(x_end);
                     let half = zq * (ff.resid_sigma.powi(2) + (se_slope * ahead).powi(2)).sqrt();
                     points.push(ForecastPoint {
                         ts: ts(range.1 + h * 3600),

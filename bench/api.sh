@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# make bench-api: /insights latency over 24 h x 50 servers x 4 metrics of
+# one-minute bins (288,000 bins), mock narrator, one client, measured with wrk.
+# Not a test. Prints how a request's time splits between the database fetch,
+# the analysis and the narrative, then the last line
+#   p50_ms=… p99_ms=… rps=…
+#
+# Settings: BENCH_SECONDS (20), BENCH_CONNECTIONS (1), BENCH_PORT (3918).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_RUN="${BENCH_SECONDS:-20}"
+CONNS="${BENCH_CONNECTIONS:-1}"
+PORT="${BENCH_PORT:-3918}"
+DB=ia_bench_50x24h
+START=2025-11-15T00:00:00Z
+END=2025-11-16T00:00:00Z
+
+command -v wrk >/dev/null || { [ "$(id -u)" -eq 0 ] && apt-get install -y wrk >/dev/null; } \
+    || { echo "bench-api: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+
+bash scripts/db.sh start
+eval "$(bash scripts/db.sh env)"
+ADMIN_URL="${ANALYTICS_DATABASE_URL%/*}/$DB"
+have="$(psql -X -At "$ANALYTICS_DATABASE_URL" -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")"
+if [ "$have" = 1 ]; then
+    rows="$(psql -X -At "$ADMIN_URL" -c "SELECT count(*) FROM metricagg.bins WHERE width = '1 minute'")"
+else
+    rows=0
+fi
+if [ "$rows" != 288000 ]; then
+    echo "bench-api: building $DB (288,000 one-minute bins)" >&2
+    psql -X -q "$ANALYTICS_DATABASE_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+    bash scripts/db.sh create-db analytics "$DB" >/dev/null
+    # Daily cycle, a per-server level, noise; a few spikes and level shifts.
+    psql -X -q "$ADMIN_URL" <<'SQL'
+INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
+SELECT 'srv-' || s, m, interval '1 minute', ts, 60, v, v - 2 - random(), v + 2 + random(), v + 1
+  FROM generate_series(1, 50) s,
+       unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m,
+       generate_series(timestamptz '2025-11-15 00:00+00', timestamptz '2025-11-15 23:59+00', interval '1 minute') ts,
+       LATERAL (SELECT greatest(0, least(100,
+                  30 + (s % 7) * 5 + 10 * sin(2 * pi() * extract(epoch FROM ts) / 86400) + 2 * random()
+                  + CASE WHEN s % 10 = 0 AND extract(hour FROM ts) = 13 AND extract(minute FROM ts) < 2 THEN 40 ELSE 0 END
+                  + CASE WHEN s % 17 = 0 AND extract(hour FROM ts) = 9 AND extract(minute FROM ts) < 20 THEN 25 ELSE 0 END)) AS v) x;
+INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
+SELECT server_id, metric_type, interval '1 hour', date_trunc('hour', ts), sum(count), avg(avg), min(min), max(max), max(p80)
+  FROM metricagg.bins WHERE width = '1 minute' GROUP BY 1, 2, 4;
+ANALYZE metricagg.bins;
+SQL
+fi
+
+cargo build --release -p insights-api --bin insights-api >&2
+API_URL="${API_DATABASE_URL%/*}/$DB"
+BIND="127.0.0.1:$PORT" API_DATABASE_URL="$API_URL" LLM_MODE=mock RUST_LOG=warn \
+    ./target/release/insights-api >/tmp/bench-api-server.log 2>&1 &
+PID=$!
+trap 'kill "$PID" 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+    curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break
+    sleep 0.2
+done
+URL="http://127.0.0.1:$PORT/insights?start=$START&end=$END"
+
+# Where the time goes: the response's own timing, over 10 requests.
+for _ in $(seq 1 10); do curl -sf "$URL"; echo; done | python3 -c '
+import json, sys
+rows = [json.loads(l)["timing_ms"] for l in sys.stdin if l.strip()]
+b = json.loads(json.dumps(rows[-1]))
+med = lambda k: sorted(r[k] for r in rows)[len(rows) // 2]
+print("bench-api: median split over %d requests: db_fetch_ms=%.1f analysis_ms=%.1f narrative_ms=%.2f" % (len(rows), med("db"), med("analysis"), med("narrative")), file=sys.stderr)
+'
+curl -sf "$URL" | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+print("bench-api: %d bins, %d servers, %d anomalies, %d facts, narrative validated=%s" % (v["period"]["bins"], len(v["servers"]), len(v["anomalies"]), len(v["facts"]), v["llm"]["validated"]), file=sys.stderr)
+'
+
+OUT="$(wrk -t1 -c"$CONNS" -d"${SECONDS_RUN}s" --timeout 10s --latency "$URL")"
+echo "$OUT" >&2
+echo "$OUT" | python3 -c '
+import re, sys
+t = sys.stdin.read()
+def ms(s):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", s)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v if u == "ms" else v * 1000 if u == "s" else v * 60000
+p = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", t, re.M))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+print("p50_ms=%.0f p99_ms=%.0f rps=%.1f" % (ms(p["50"]), ms(p["99"]), rps))
+'
