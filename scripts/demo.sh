@@ -74,7 +74,7 @@ cmd_start() {
     set -e
     case "$rc" in
         0) ;;
-        3) echo "(already loaded by an earlier make demo: nothing loaded twice)" ;;
+        3) echo "(the demo day is already loaded, by an earlier make demo: nothing is loaded twice)" ;;
         *) die "seeder failed (exit $rc)" ;;
     esac
 
