@@ -77,7 +77,8 @@ bad=$(psql_admin "$AN" -At -c "SELECT count(*) FROM metricagg.bins b FULL JOIN m
 [ "$bad" = 0 ] || { echo "bins differ from the oracle in $bad rows" >&2; exit 1; }
 
 # COPY 1M rows from a file, with and without the change-log trigger.
-file="$PWD/.metricagg/bench-copy-1m.tsv"
+tmpdir="$(mktemp -d)"; chmod 777 "$tmpdir"   # the server (postgres OS user) writes and reads it
+file="$tmpdir/copy-1m.tsv"
 psql_admin "$RAW" -qc "COPY (SELECT 'srv-' || s, m, timestamptz '2025-11-16 00:00:00+00' + t * interval '1 second', ${VALUE}
                               FROM generate_series(0, 2499) t, generate_series(1, 100) s,
                                    unnest(ARRAY['cpu', 'memory', 'disk_io', 'network']) m) TO '$file'" >/dev/null
@@ -94,7 +95,7 @@ copy_best() { # trigger on|off
 }
 copy_on=$(copy_best on)
 copy_off=$(copy_best off)
-rm -f "$file"
+rm -rf "$tmpdir"
 
 printf '\n%-34s %10s\n' measurement ms
 printf '%-34s %10s\n' "load 10M rows (INSERT, trigger on)" "$load_ms"

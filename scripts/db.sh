@@ -94,6 +94,9 @@ max_worker_processes = 24
 max_parallel_workers_per_gather = 2
 shared_buffers = 512MB
 work_mem = 64MB
+# JIT compiles each large-cost query with LLVM; for these short analytic
+# queries the compile time can exceed the query by orders of magnitude.
+jit = off
 maintenance_work_mem = 256MB
 max_wal_size = 4GB
 checkpoint_timeout = 15min
@@ -217,8 +220,9 @@ CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_change_log (
 CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_snapshot_horizon (horizon xid8)
     SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'snapshot_horizon');
 CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_job_progress (
-    singleton boolean, done_below xid8, updated_at timestamptz)
+    singleton boolean, done_below xid8, updated_at timestamptz, pending_from timestamptz)
     SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'job_progress');
+ALTER FOREIGN TABLE metricagg.raw_job_progress ADD COLUMN IF NOT EXISTS pending_from timestamptz;
 RESET ROLE;
 EOF
     # pg_cron lives in the analytics database (cron.database_name).

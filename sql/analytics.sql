@@ -26,7 +26,7 @@ SET ROLE metricagg_job;
 -- installed in this database; native monthly range partitions otherwise.
 DO $do$
 DECLARE
-    columns constant text := 'server_id text NOT NULL, metric_type text NOT NULL, width interval NOT NULL,
+    columns constant text := 'server_id text COLLATE "C" NOT NULL, metric_type text COLLATE "C" NOT NULL, width interval NOT NULL,
         ts timestamptz NOT NULL, count bigint NOT NULL, avg double precision, min double precision,
         max double precision, p80 double precision, PRIMARY KEY (server_id, metric_type, width, ts)';
 BEGIN
@@ -56,8 +56,13 @@ CREATE TABLE IF NOT EXISTS metricagg.job_config (
     source           text       NOT NULL DEFAULT 'fdw' CHECK (source IN ('fdw', 'local')),
     widths           interval[] NOT NULL DEFAULT '{1 minute, 1 hour}',
     bins_retention   interval   NOT NULL DEFAULT '400 days',
+    -- Bins of the finest width are recomputed on every run that touches
+    -- them; coarser bins, when this is on, once they are closed: once the
+    -- fleet's newest sample is past their end (see docs/architecture.md).
+    defer_open_bins  boolean    NOT NULL DEFAULT true,
     CHECK (cardinality(widths) BETWEEN 1 AND 8)
 );
+ALTER TABLE metricagg.job_config ADD COLUMN IF NOT EXISTS defer_open_bins boolean NOT NULL DEFAULT true;
 INSERT INTO metricagg.job_config DEFAULT VALUES ON CONFLICT DO NOTHING;
 COMMENT ON TABLE metricagg.job_config IS
 'metricagg_run_once() settings: source (fdw: raw database through postgres_fdw; local: metricagg.samples of this database), bin widths, retention of bins.';
@@ -67,7 +72,21 @@ COMMENT ON TABLE metricagg.job_config IS
 CREATE TABLE IF NOT EXISTS metricagg.job_state (
     singleton    boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
     done_below   xid8        NOT NULL DEFAULT '0',
-    last_run_at  timestamptz
+    last_run_at  timestamptz,
+    -- The newest sample time seen in any processed change: bins of the
+    -- coarser widths that end at or before its bin are closed.
+    data_watermark timestamptz
+);
+ALTER TABLE metricagg.job_state ADD COLUMN IF NOT EXISTS data_watermark timestamptz;
+
+-- Ranges of coarser-width bins touched by processed changes but still open:
+-- recomputed once closed. Committed with the bins, so nothing is lost.
+CREATE TABLE IF NOT EXISTS metricagg.pending_bins (
+    width     interval    NOT NULL,
+    server_id text        NOT NULL,
+    lo        timestamptz NOT NULL,
+    hi        timestamptz NOT NULL,
+    CHECK (hi > lo)
 );
 INSERT INTO metricagg.job_state DEFAULT VALUES ON CONFLICT DO NOTHING;
 
@@ -163,6 +182,9 @@ DECLARE
     pred         text;
     range_lo     timestamptz;
     range_hi     timestamptz;
+    finest       interval;
+    watermark    timestamptz;
+    cutoff       timestamptz;
     w            interval;
     n_bins       bigint;
     n_rows       bigint;
@@ -196,8 +218,10 @@ BEGIN
     -- Tell the raw side what the previous, committed run finished, and prune
     -- the entries it consumed. Only already-committed progress is written
     -- here, so a failure of this run after the remote commit loses nothing.
-    EXECUTE format('UPDATE %s SET done_below = $1, updated_at = now() WHERE done_below < $1', src_progress)
-        USING st.done_below;
+    -- pending_from: raw data from there on is still needed by parked bins.
+    EXECUTE format('UPDATE %s SET done_below = $1, pending_from = $2, updated_at = now()
+                    WHERE done_below <= $1', src_progress)
+        USING st.done_below, (SELECT min(lo) FROM metricagg.pending_bins);
     EXECUTE format('DELETE FROM %s WHERE xid < $1', src_log) USING st.done_below;
 
     -- The ranges to recompute, per width and server: every entry's range
@@ -211,39 +235,72 @@ BEGIN
         USING st.done_below, horizon;
     GET DIAGNOSTICS n_entries = ROW_COUNT;
 
-    IF n_entries > 0 THEN
-        FOREACH w IN ARRAY cfg.widths LOOP
-            -- One predicate per distinct range, with the servers it covers:
-            -- it ships to the raw server inside the Remote SQL.
-            SELECT string_agg(format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))',
-                                     lo, hi, servers), ' OR '),
-                   min(lo), max(hi)
-              INTO pred, range_lo, range_hi
-              FROM (SELECT lower(rng) AS lo, upper(rng) AS hi, array_agg(server_id ORDER BY server_id) AS servers
-                    FROM (SELECT server_id,
-                                 unnest(range_agg(tstzrange(metricagg_bin(min_ts, w), metricagg_bin(max_ts, w) + w))) AS rng
-                          FROM pg_temp.metricagg_entries GROUP BY server_id) r
-                    GROUP BY 1, 2) g;
-            PERFORM metricagg.ensure_bin_partitions(range_lo, range_hi);
-            EXECUTE format($q$
-                WITH ins AS (
-                    INSERT INTO metricagg.bins AS b (server_id, metric_type, width, ts, count, avg, min, max, p80)
-                    SELECT server_id, metric_type, %1$L::interval, bin, (s).count, (s).avg, (s).min, (s).max, (s).p80
-                    FROM (SELECT server_id, metric_type, metricagg_bin(ts, %1$L::interval) AS bin,
-                                 metricagg_stats(value) AS s
-                          FROM %2$s WHERE %3$s GROUP BY 1, 2, 3) a
-                    ON CONFLICT (server_id, metric_type, width, ts) DO UPDATE
-                        SET count = EXCLUDED.count, avg = EXCLUDED.avg, min = EXCLUDED.min,
-                            max = EXCLUDED.max, p80 = EXCLUDED.p80
-                    RETURNING b.count)
-                SELECT count(*), coalesce(sum(count), 0) FROM ins$q$, w, src_samples, pred)
-                INTO n_bins, n_rows;
-            written := written || jsonb_build_object(metricagg.interval_label(w), n_bins);
-            raw_rows := raw_rows + n_rows;
-        END LOOP;
-    END IF;
+    SELECT min(x) INTO finest FROM unnest(cfg.widths) x;
+    SELECT greatest(st.data_watermark, max(max_ts)) INTO watermark FROM pg_temp.metricagg_entries;
+    CREATE TEMP TABLE IF NOT EXISTS pg_temp.metricagg_work (
+        server_id text, lo timestamptz, hi timestamptz) ON COMMIT DROP;
 
-    UPDATE metricagg.job_state SET done_below = horizon, last_run_at = t0;
+    FOREACH w IN ARRAY cfg.widths LOOP
+        TRUNCATE pg_temp.metricagg_work;
+        -- Every entry's range widened to whole bins of this width.
+        INSERT INTO pg_temp.metricagg_work
+        SELECT server_id, metric_bin_lo, metric_bin_hi FROM (
+            SELECT server_id, metricagg_bin(min_ts, w) AS metric_bin_lo, metricagg_bin(max_ts, w) + w AS metric_bin_hi
+            FROM pg_temp.metricagg_entries) e;
+        IF cfg.defer_open_bins AND w <> finest THEN
+            -- Park the ranges, then take out whatever has closed.
+            INSERT INTO metricagg.pending_bins (width, server_id, lo, hi)
+            SELECT w, server_id, lo, hi FROM pg_temp.metricagg_work;
+            TRUNCATE pg_temp.metricagg_work;
+            cutoff := metricagg_bin(watermark, w);
+            WITH closed AS (
+                DELETE FROM metricagg.pending_bins WHERE width = w AND lo < cutoff
+                RETURNING server_id, lo, hi),
+            kept AS (
+                INSERT INTO metricagg.pending_bins (width, server_id, lo, hi)
+                SELECT w, server_id, cutoff, hi FROM closed WHERE hi > cutoff)
+            INSERT INTO pg_temp.metricagg_work SELECT server_id, lo, least(hi, cutoff) FROM closed;
+            -- Keep the parked ranges merged.
+            WITH old AS (DELETE FROM metricagg.pending_bins WHERE width = w RETURNING server_id, lo, hi)
+            INSERT INTO metricagg.pending_bins (width, server_id, lo, hi)
+            SELECT w, server_id, lower(r), upper(r)
+            FROM (SELECT server_id, unnest(range_agg(tstzrange(lo, hi))) AS r FROM old GROUP BY server_id) m;
+        END IF;
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM pg_temp.metricagg_work);
+
+        -- One predicate per distinct merged range, with the servers it
+        -- covers (all servers when it covers many: recomputing a bin is
+        -- idempotent, and a long IN list costs more per row than it saves).
+        -- It ships to the raw server inside the Remote SQL.
+        SELECT string_agg(CASE WHEN cardinality(servers) > 16
+                               THEN format('(ts >= %L AND ts < %L)', lo, hi)
+                               ELSE format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))', lo, hi, servers)
+                          END, ' OR '),
+               min(lo), max(hi)
+          INTO pred, range_lo, range_hi
+          FROM (SELECT lower(rng) AS lo, upper(rng) AS hi, array_agg(server_id ORDER BY server_id) AS servers
+                FROM (SELECT server_id, unnest(range_agg(tstzrange(lo, hi))) AS rng
+                      FROM pg_temp.metricagg_work GROUP BY server_id) r
+                GROUP BY 1, 2) g;
+        PERFORM metricagg.ensure_bin_partitions(range_lo, range_hi);
+        EXECUTE format($q$
+            WITH ins AS (
+                INSERT INTO metricagg.bins AS b (server_id, metric_type, width, ts, count, avg, min, max, p80)
+                SELECT server_id, metric_type, %1$L::interval, bin, (s).count, (s).avg, (s).min, (s).max, (s).p80
+                FROM (SELECT server_id, metric_type, metricagg_bin(ts, %1$L::interval) AS bin,
+                             metricagg_stats(value) AS s
+                      FROM %2$s WHERE %3$s GROUP BY 1, 2, 3) a
+                ON CONFLICT (server_id, metric_type, width, ts) DO UPDATE
+                    SET count = EXCLUDED.count, avg = EXCLUDED.avg, min = EXCLUDED.min,
+                        max = EXCLUDED.max, p80 = EXCLUDED.p80
+                RETURNING b.count)
+            SELECT count(*), coalesce(sum(count), 0) FROM ins$q$, w, src_samples, pred)
+            INTO n_bins, n_rows;
+        written := written || jsonb_build_object(metricagg.interval_label(w), n_bins);
+        raw_rows := raw_rows + n_rows;
+    END LOOP;
+
+    UPDATE metricagg.job_state SET done_below = horizon, last_run_at = t0, data_watermark = watermark;
     IF n_entries > 0 THEN
         INSERT INTO metricagg.job_runs (started_at, finished_at, from_xid, to_xid, entries, raw_rows,
                                         bins_written, duration_ms)
@@ -261,6 +318,18 @@ COMMENT ON FUNCTION metricagg.metricagg_run_once() IS
 'Aggregates every raw change not yet processed into metricagg.bins, exactly once, and returns a summary. Concurrent calls return at once.';
 
 -- Oracle for tests and audits: all bins recomputed from raw, from scratch.
+-- Bins of width w starting at or after this are not materialized yet
+-- (coarser widths with defer_open_bins); 'infinity' otherwise.
+CREATE OR REPLACE FUNCTION metricagg.open_bins_from(w interval) RETURNS timestamptz
+LANGUAGE sql STABLE SET search_path = pg_catalog, metricagg, public AS $$
+    SELECT CASE WHEN c.defer_open_bins AND w > (SELECT min(x) FROM unnest(c.widths) x)
+                THEN coalesce(metricagg_bin(s.data_watermark, w), '-infinity')
+                ELSE 'infinity' END
+    FROM metricagg.job_config c, metricagg.job_state s
+$$;
+COMMENT ON FUNCTION metricagg.open_bins_from(interval) IS
+'Start of the first bin of width w that is still open (not materialized yet); infinity for widths materialized on every run.';
+
 CREATE OR REPLACE FUNCTION metricagg.recompute_all_bins()
 RETURNS TABLE (server_id text, metric_type text, width interval, ts timestamptz,
                count bigint, avg double precision, min double precision, max double precision, p80 double precision)
@@ -271,11 +340,14 @@ DECLARE
                                                                ELSE 'metricagg.samples' END;
 BEGIN
     FOREACH w IN ARRAY (SELECT widths FROM metricagg.job_config) LOOP
+        -- The cutoff goes in as a literal so the whole query ships to raw.
         RETURN QUERY EXECUTE format(
             'SELECT server_id, metric_type, %1$L::interval, date_bin(%1$L::interval, ts, ''2000-01-03 00:00+00''),
                     count(*), avg(value), min(value), max(value),
                     percentile_cont(0.8) WITHIN GROUP (ORDER BY value)
-             FROM %2$s GROUP BY 1, 2, 4', w, src);
+             FROM %2$s GROUP BY 1, 2, 4
+             HAVING date_bin(%1$L::interval, ts, ''2000-01-03 00:00+00'') < %3$L::timestamptz',
+            w, src, metricagg.open_bins_from(w));
     END LOOP;
 END
 $$;

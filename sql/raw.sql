@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS metricagg.job_progress (
     done_below  xid8        NOT NULL,
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
+ALTER TABLE metricagg.job_progress ADD COLUMN IF NOT EXISTS pending_from timestamptz;
 INSERT INTO metricagg.job_progress (done_below) VALUES ('0') ON CONFLICT DO NOTHING;
 
 -- The raw side's snapshot horizon, read by the job through postgres_fdw in
@@ -168,13 +169,14 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, metricagg, publi
 DECLARE
     part      record;
     done      xid8;
+    pending   timestamptz;
     upper_ts  timestamptz;
     lower_ts  timestamptz;
 BEGIN
     IF max_age IS NULL OR max_age <= interval '0' THEN
         RAISE EXCEPTION 'drop_old_partitions: max_age must be positive' USING HINT = 'e.g. interval ''7 days''';
     END IF;
-    SELECT done_below INTO done FROM metricagg.job_progress;
+    SELECT done_below, pending_from INTO done, pending FROM metricagg.job_progress;
     FOR part IN
         SELECT c.oid::regclass AS rel, pg_get_expr(c.relpartbound, c.oid) AS bound
         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -185,6 +187,8 @@ BEGIN
         lower_ts := substring(part.bound FROM 'FROM \(''([^'']+)''\)')::timestamptz;
         upper_ts := substring(part.bound FROM 'TO \(''([^'']+)''\)')::timestamptz;
         CONTINUE WHEN upper_ts > now() - max_age OR done IS NULL;
+        -- Coarser bins the job has parked until they close still need it.
+        CONTINUE WHEN pending IS NOT NULL AND upper_ts > pending;
         -- Lock first: a writer still inserting into this partition holds a
         -- conflicting lock until it commits, and its change-log row is only
         -- visible after that. Then never drop what the job has not aggregated.
