@@ -584,7 +584,8 @@ fn detect_series(
     // a lot: the same excursion test on the bins' maxima, upward, short runs.
     {
         let mx = &s.max;
-        let mbase = rolling_median_fixed(mx, p.baseline_half_width);
+        // spikes here are ≤ 3 bins: a 31-bin window is plenty
+        let mbase = rolling_median_fixed(mx, 15);
         let mres: Vec<f64> = mx.iter().zip(&mbase).map(|(x, b)| x - b).collect();
         let msig = noise_sigma(&mres, median(mx).unwrap_or(0.0), p);
         let hot: Vec<bool> = (0..n)

@@ -141,11 +141,18 @@ pub fn theil_sen(x: &[f64], y: &[f64], z: f64) -> Option<SenFit> {
     if m == 0 {
         return None;
     }
-    slopes.sort_unstable_by(f64::total_cmp);
+    // Order statistics by selection (O(m)) rather than a full sort.
+    let nth =
+        |v: &mut Vec<f64>, k: usize| -> f64 { *v.select_nth_unstable_by(k, f64::total_cmp).1 };
     let slope = if m % 2 == 1 {
-        slopes[m / 2]
+        nth(&mut slopes, m / 2)
     } else {
-        (slopes[m / 2 - 1] + slopes[m / 2]) / 2.0
+        let hi = nth(&mut slopes, m / 2);
+        let lo = slopes[..m / 2]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        (lo + hi) / 2.0
     };
     let nf = n as f64;
     let var_s = nf * (nf - 1.0) * (2.0 * nf + 5.0) / 18.0;
@@ -157,12 +164,12 @@ pub fn theil_sen(x: &[f64], y: &[f64], z: f64) -> Option<SenFit> {
     let slope_lo = if lo_rank < 1.0 {
         f64::NEG_INFINITY
     } else {
-        slopes[lo_rank as usize - 1]
+        nth(&mut slopes, lo_rank as usize - 1)
     };
     let slope_hi = if hi_rank > m as f64 {
         f64::INFINITY
     } else {
-        slopes[(hi_rank as usize).max(1) - 1]
+        nth(&mut slopes, (hi_rank as usize).max(1) - 1)
     };
     let mut resid: Vec<f64> = (0..n).map(|i| y[i] - slope * x[i]).collect();
     let intercept = median_in_place(&mut resid);
@@ -251,6 +258,34 @@ mod tests {
         assert!(f.significant());
         assert!(f.slope_lo <= f.slope && f.slope <= f.slope_hi);
         assert!(f.tau > 0.8);
+    }
+
+    #[test]
+    fn theil_sen_matches_sorted_oracle() {
+        let x: Vec<f64> = (0..40).map(|i| i as f64).collect();
+        let y: Vec<f64> = (0..40)
+            .map(|i| 0.3 * i as f64 + ((i * 37 % 11) as f64 - 5.0))
+            .collect();
+        let f = theil_sen(&x, &y, 1.96).unwrap();
+        let mut s: Vec<f64> = Vec::new();
+        for i in 0..40 {
+            for j in (i + 1)..40 {
+                s.push((y[j] - y[i]) / (x[j] - x[i]));
+            }
+        }
+        s.sort_by(f64::total_cmp);
+        let m = s.len();
+        assert_eq!(
+            f.slope,
+            if m % 2 == 1 {
+                s[m / 2]
+            } else {
+                (s[m / 2 - 1] + s[m / 2]) / 2.0
+            }
+        );
+        let c = 1.96 * (40.0f64 * 39.0 * 85.0 / 18.0).sqrt();
+        assert_eq!(f.slope_lo, s[((m as f64 - c) / 2.0).floor() as usize - 1]);
+        assert_eq!(f.slope_hi, s[((m as f64 + c) / 2.0).ceil() as usize - 1]);
     }
 
     #[test]
