@@ -48,8 +48,9 @@ CREATE FOREIGN TABLE metricagg.raw_change_log (
     SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'change_log');
 CREATE FOREIGN TABLE metricagg.raw_snapshot_horizon (horizon xid8)
     SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'snapshot_horizon');
+-- pending_from: see sql/raw.sql (retention keeps what parked coarser bins still need).
 CREATE FOREIGN TABLE metricagg.raw_job_progress (
-    singleton boolean, done_below xid8, updated_at timestamptz)
+    singleton boolean, done_below xid8, updated_at timestamptz, pending_from timestamptz)
     SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'job_progress');
 RESET ROLE;
 EOF
