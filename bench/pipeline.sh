@@ -47,8 +47,18 @@ load_ms=$(ms "$start" "$(now)")
 psql_admin "$RAW" -qc "VACUUM (ANALYZE) metricagg.samples" >/dev/null
 
 run_once() { psql "$JOB" -XAtc "SELECT metricagg_run_once()"; }
-start=$(now); full_summary="$(run_once)"; full_ms=$(ms "$start" "$(now)")
-echo "full: $full_summary" >&2
+# Full run, best of 3 like the direct query: between runs the analytics side
+# is reset (bins, parked ranges, watermark) so each run redoes everything.
+full_ms=""
+for i in 1 2 3; do
+    if [ "$i" -gt 1 ]; then
+        psql_admin "$AN" -qc "TRUNCATE metricagg.bins, metricagg.pending_bins, metricagg.job_runs;
+                              UPDATE metricagg.job_state SET done_below = '0', data_watermark = NULL" >/dev/null
+    fi
+    start=$(now); full_summary="$(run_once)"; t=$(ms "$start" "$(now)")
+    echo "full ($t ms): $full_summary" >&2
+    if [ -z "$full_ms" ] || awk "BEGIN{exit !($t < $full_ms)}"; then full_ms=$t; fi
+done
 
 # The same aggregation directly on raw: both widths, results discarded.
 direct_ms=""
@@ -99,9 +109,9 @@ rm -rf "$tmpdir"
 
 printf '\n%-34s %10s\n' measurement ms
 printf '%-34s %10s\n' "load 10M rows (INSERT, trigger on)" "$load_ms"
-printf '%-34s %10s\n' "metricagg_run_once() full" "$full_ms"
+printf '%-34s %10s\n' "metricagg_run_once() full (best/3)" "$full_ms"
 printf '%-34s %10s\n' "direct aggregation on raw (best/3)" "$direct_ms"
-printf '%-34s %10s\n' "metricagg_run_once() +1% rows" "$inc_ms"
+printf '%-34s %10s\n' "metricagg_run_once() +1% rows (1x)" "$inc_ms"
 printf '%-34s %10s\n' "COPY 1M rows, trigger on (best/3)" "$copy_on"
 printf '%-34s %10s\n' "COPY 1M rows, trigger off (best/3)" "$copy_off"
 [ "${BENCH_KEEP:-0}" = 1 ] || for db in "$AN" "$RAW"; do psql_admin postgres -qc "DROP DATABASE $db" >/dev/null; done
