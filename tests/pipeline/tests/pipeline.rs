@@ -549,3 +549,110 @@ async fn roles_have_least_privilege() {
         .get(0);
     assert!(!superuser, "the job must not need a superuser");
 }
+
+/// Loop-mode scheduling: interval → cron expression (pg_cron 1.4 has minute
+/// resolution), the jobs metricagg_schedule creates and replaces,
+/// metricagg_unschedule, and pruning of cron.job_run_details. Runs in a
+/// transaction that is rolled back, so no real job is left behind.
+#[tokio::test]
+async fn scheduling_creates_replaces_and_removes_the_jobs() {
+    let mut admin = connect(&env("ANALYTICS_DATABASE_URL")).await;
+    let tx = admin.transaction().await.unwrap();
+    for (every, want) in [
+        ("1 minute", "* * * * *"),
+        ("5 minutes", "*/5 * * * *"),
+        ("30 minutes", "*/30 * * * *"),
+        ("2 hours", "0 */2 * * *"),
+        ("1 day", "0 0 * * *"),
+    ] {
+        let got: String = tx
+            .query_one(
+                "SELECT metricagg.cron_expression($1::text::interval)",
+                &[&every],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(got, want, "{every}");
+    }
+    for bad in [
+        "30 seconds",
+        "90 seconds",
+        "7 minutes",
+        "0 minutes",
+        "-1 hour",
+        "5 hours",
+    ] {
+        tx.batch_execute("SAVEPOINT s").await.unwrap();
+        let err = tx
+            .query_one(
+                "SELECT metricagg.cron_expression($1::text::interval)",
+                &[&bad],
+            )
+            .await
+            .unwrap_err();
+        let db = err.as_db_error().expect("database error");
+        assert!(
+            db.message().starts_with("metricagg_schedule:"),
+            "{bad}: {}",
+            db.message()
+        );
+        assert!(db.hint().is_some(), "{bad}: no hint");
+        tx.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    }
+    let jobs = "SELECT count(*) FROM cron.job WHERE jobname LIKE 'metricagg-%'";
+    let before: i64 = tx.query_one(jobs, &[]).await.unwrap().get(0);
+    tx.execute("SELECT metricagg_unschedule()", &[])
+        .await
+        .unwrap();
+    tx.query_one("SELECT metricagg_schedule('5 minutes')", &[])
+        .await
+        .unwrap();
+    tx.query_one("SELECT metricagg_schedule('1 minute')", &[])
+        .await
+        .unwrap();
+    let n: i64 = tx.query_one(jobs, &[]).await.unwrap().get(0);
+    assert_eq!(
+        n, 5,
+        "run, bins retention, cron history, raw partitions, raw retention; rescheduling replaces"
+    );
+    let (schedule, user): (String, String) = tx
+        .query_one(
+            "SELECT schedule, username::text FROM cron.job WHERE jobname = 'metricagg-run-once'",
+            &[],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(
+        (schedule.as_str(), user.as_str()),
+        ("* * * * *", "metricagg_job")
+    );
+    tx.execute(
+        "INSERT INTO cron.job_run_details (jobid, runid, database, username, command, status, start_time, end_time)
+         VALUES (0, -424242, 'x', 'x', 'x', 'succeeded', now() - interval '30 days', now() - interval '30 days')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let pruned: i64 = tx
+        .query_one("SELECT metricagg.prune_cron_history('7 days')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(pruned >= 1);
+    let removed: i32 = tx
+        .query_one("SELECT metricagg_unschedule()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(removed, 5);
+    let n: i64 = tx.query_one(jobs, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0);
+    tx.rollback().await.unwrap();
+    let after: i64 = admin.query_one(jobs, &[]).await.unwrap().get(0);
+    assert_eq!(
+        after, before,
+        "the rollback left the real schedule as it was"
+    );
+}
