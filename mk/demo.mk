@@ -3,14 +3,15 @@
 #   make demo             the whole pipeline on the embedded cluster, insights-api in the background
 #   make stop             stop what make demo started (API, loop mode, cluster)
 #   make test-compose     validate docker-compose.yml (compose-spec schema) and every path it names
+#   make test-docker-init run the compose init scripts against two local servers, check the pipeline across them
 #   make test-sql-doctest run the SQL examples of docs/sql-reference.md and compare their output
 
-TEST_TARGETS += test-compose test-sql-doctest
+TEST_TARGETS += test-compose test-docker-init test-sql-doctest
 
 # check-jsonschema from PyPI, in a private venv (never the system Python).
 VENV := .metricagg/venv
 
-.PHONY: demo stop test-compose test-demo-files test-sql-doctest
+.PHONY: demo stop test-compose test-demo-files test-docker-init test-sql-doctest
 
 demo:
 	bash scripts/demo.sh start
@@ -28,6 +29,11 @@ test-compose: $(VENV)/bin/check-jsonschema
 	$(VENV)/bin/python scripts/check-compose.py --self-test docker-compose.yml
 
 test-demo-files: test-compose
+
+# The images cannot be built here (no Docker engine); their init scripts can
+# be run. Needs the release extension installed (make install-release).
+test-docker-init: install-release
+	bash scripts/test-docker-init.sh
 
 test-sql-doctest:
 	bash scripts/db.sh start
