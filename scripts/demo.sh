@@ -47,6 +47,7 @@ api_pid() {
 
 cmd_start() {
     local end
+    [[ "$SERVERS" =~ ^[1-9][0-9]*$ ]] || die "DEMO_SERVERS must be a number of servers, got $SERVERS"
     end="$(date -u -d "$START + $HOURS hours" +%Y-%m-%dT%H:%M:%SZ)" || die "DEMO_START must be RFC 3339, got $START"
 
     step "dependencies (scripts/install-deps.sh; skips what is present)"
@@ -66,17 +67,23 @@ cmd_start() {
     cargo build --release -q -p seeder -p insights-api
 
     step "seeding $SERVERS servers, $START .. $end, every $INTERVAL, seed $SEED, $RATE anomalies per server-day"
-    local rc
-    set +e
-    ./target/release/seeder --servers "$SERVERS" --start "$START" --end "$end" --interval "$INTERVAL" \
-        --seed "$SEED" --anomaly-rate "$RATE" --database-url "$INGEST_DATABASE_URL" --quiet 2>&1 | redact
-    rc="${PIPESTATUS[0]}"
-    set -e
-    case "$rc" in
-        0) ;;
-        3) echo "(the demo day is already loaded, by an earlier make demo: nothing is loaded twice)" ;;
-        *) die "seeder failed (exit $rc)" ;;
-    esac
+    local rc existing
+    existing="$(psql -X -q -At "$INGEST_DATABASE_URL" -c "SELECT metricagg.count_samples('$START', '$end',
+        ARRAY(SELECT 'srv-' || g FROM generate_series(1, $SERVERS) g))")"
+    if [ "$existing" -gt 0 ]; then
+        echo "already loaded ($existing samples of these servers in the range, from an earlier make demo): nothing is loaded twice"
+    else
+        set +e
+        ./target/release/seeder --servers "$SERVERS" --start "$START" --end "$end" --interval "$INTERVAL" \
+            --seed "$SEED" --anomaly-rate "$RATE" --database-url "$INGEST_DATABASE_URL" --quiet 2>&1 | redact
+        rc="${PIPESTATUS[0]}"
+        set -e
+        case "$rc" in
+            0) ;;
+            3) echo "(the demo day is already loaded, by an earlier make demo: nothing is loaded twice)" ;;
+            *) die "seeder failed (exit $rc)" ;;
+        esac
+    fi
 
     step "once mode, as the job role: SELECT metricagg_run_once()"
     psql -X -q -At "$JOB_DATABASE_URL" -c "SELECT metricagg_run_once()"
