@@ -357,6 +357,26 @@ fn priority(kind: &str) -> u8 {
     }
 }
 
+/// At the edges a fixed window's median is flat, which turns a ramp near
+/// the start or end of the data (a nightly batch window beginning) into false
+/// excursions: continue the baseline's own slope over the last h bins instead.
+fn edge_trended(mut base: Vec<f64>, h: usize) -> Vec<f64> {
+    let n = base.len();
+    if h == 0 || n < 4 * h + 2 {
+        return base;
+    }
+    let (e, s) = (n - 1 - h, h);
+    let slope_end = (base[e] - base[e - h]) / h as f64;
+    let slope_start = (base[s + h] - base[s]) / h as f64;
+    for i in (e + 1)..n {
+        base[i] = base[e] + slope_end * (i - e) as f64;
+    }
+    for i in 0..s {
+        base[i] = base[s] - slope_start * (s - i) as f64;
+    }
+    base
+}
+
 /// What one series contributes, computed in parallel.
 struct PerSeries {
     windows: Vec<Window>,
@@ -528,7 +548,10 @@ fn detect_series(
     }
 
     // Baseline: centred rolling median; residual scale: robust σ.
-    let base = rolling_median_fixed(v, p.baseline_half_width);
+    let base = edge_trended(
+        rolling_median_fixed(v, p.baseline_half_width),
+        p.baseline_half_width,
+    );
     let resid: Vec<f64> = v.iter().zip(&base).map(|(x, b)| x - b).collect();
     let sigma = noise_sigma(&resid, level, p);
     let z: Vec<f64> = resid

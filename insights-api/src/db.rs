@@ -236,6 +236,9 @@ pub async fn series(
         .collect())
 }
 
+/// Bins of every series in [start, end) at `width`, for analysis. Ranges of
+/// two hours or more are fetched as two halves over two connections at once
+/// (each backend aggregates half the rows), then joined and ordered here.
 pub async fn fetch_bins(
     pool: &Pool,
     width: i64,
@@ -243,35 +246,42 @@ pub async fn fetch_bins(
     end: DateTime<Utc>,
     metric: Option<&str>,
 ) -> Result<crate::analysis::Dataset, ApiError> {
-    let c = pool.get().await?;
-    // One row per series with arrays, hash-grouped, no ORDER BY: sorting
-    // 288k rows on text keys costs the server more than the scan, and one
-    // protocol row per bin costs the client; each series is ordered here.
-    let stmt = c
-        .prepare_cached(
-            "SELECT server_id, metric_type, array_agg(ts), array_agg(count), array_agg(avg),
-                    array_agg(coalesce(min, avg)), array_agg(coalesce(max, avg))
-               FROM metricagg.bins
-              WHERE width = $1::bigint * interval '1 second' AND ts >= $2 AND ts < $3
-                AND ($4::text IS NULL OR metric_type = $4)
-                AND count > 0 AND avg IS NOT NULL
-              GROUP BY server_id, metric_type",
-        )
-        .await?;
-    let rows = c.query(&stmt, &[&width, &start, &end, &metric]).await?;
+    let parts = if (end - start).num_seconds() >= 2 * 3600 {
+        let mid = ts_of(floor_to_bin(
+            (start.timestamp() + end.timestamp()) / 2,
+            width,
+        ));
+        let (a, b) = tokio::join!(
+            fetch_part(pool, width, start, mid, metric),
+            fetch_part(pool, width, mid, end, metric)
+        );
+        let mut a = a?;
+        a.extend(b?);
+        a
+    } else {
+        fetch_part(pool, width, start, end, metric).await?
+    };
     let mut ds = crate::analysis::Dataset {
         width,
-        series: Vec::with_capacity(rows.len()),
+        series: Vec::new(),
     };
-    for r in &rows {
-        let mut s = crate::analysis::Series::new(r.get(0), r.get(1), width);
-        let ts: Vec<DateTime<Utc>> = r.get(2);
-        s.ts = ts.iter().map(DateTime::timestamp).collect();
-        s.count = r.get(3);
-        s.avg = r.get(4);
-        s.min = r.get(5);
-        s.max = r.get(6);
-        ds.series.push(s);
+    let mut index: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    for p in parts {
+        match index.get(&(p.server.clone(), p.metric.clone())) {
+            Some(&k) => {
+                let s = &mut ds.series[k];
+                s.ts.extend(p.ts);
+                s.count.extend(p.count);
+                s.avg.extend(p.avg);
+                s.min.extend(p.min);
+                s.max.extend(p.max);
+            }
+            None => {
+                index.insert((p.server.clone(), p.metric.clone()), ds.series.len());
+                ds.series.push(p);
+            }
+        }
     }
     for s in &mut ds.series {
         if !s.ts.windows(2).all(|w| w[0] < w[1]) {
@@ -287,6 +297,47 @@ pub async fn fetch_bins(
     ds.series
         .sort_by(|a, b| natural_cmp(&a.server, &b.server).then_with(|| a.metric.cmp(&b.metric)));
     Ok(ds)
+}
+
+fn ts_of(t: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(t, 0).unwrap_or_default()
+}
+
+/// One row per series with arrays, hash-grouped, no ORDER BY: sorting 288k
+/// rows on text keys costs the server more than the scan, and one protocol
+/// row per bin costs the client.
+async fn fetch_part(
+    pool: &Pool,
+    width: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    metric: Option<&str>,
+) -> Result<Vec<crate::analysis::Series>, ApiError> {
+    let c = pool.get().await?;
+    let stmt = c
+        .prepare_cached(
+            "SELECT server_id, metric_type, array_agg(ts), array_agg(count), array_agg(avg),
+                    array_agg(coalesce(min, avg)), array_agg(coalesce(max, avg))
+               FROM metricagg.bins
+              WHERE width = $1::bigint * interval '1 second' AND ts >= $2 AND ts < $3
+                AND ($4::text IS NULL OR metric_type = $4)
+                AND count > 0 AND avg IS NOT NULL
+              GROUP BY server_id, metric_type",
+        )
+        .await?;
+    let rows = c.query(&stmt, &[&width, &start, &end, &metric]).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut s = crate::analysis::Series::new(r.get(0), r.get(1), width);
+        let ts: Vec<DateTime<Utc>> = r.get(2);
+        s.ts = ts.iter().map(DateTime::timestamp).collect();
+        s.count = r.get(3);
+        s.avg = r.get(4);
+        s.min = r.get(5);
+        s.max = r.get(6);
+        out.push(s);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
