@@ -381,3 +381,60 @@ async fn wrong_number_is_rejected_then_falls_back() {
     assert!(!serde_json::to_string(&info).unwrap().contains(KEY));
     assert!(!format!("{c:?}", c = Secret::new(KEY)).contains(KEY));
 }
+
+mod common;
+
+/// The whole route in openai mode: config → client → /insights, against a
+/// real database and the fake Chat Completions server.
+#[tokio::test]
+async fn insights_route_in_openai_mode() {
+    use tower::ServiceExt;
+    let db = common::TestDb::new("llmroute").await;
+    let mut bins = common::minute_bins(4, 2);
+    for b in bins.iter_mut() {
+        if b.server == "srv-3" && b.metric == "cpu" && b.ts == common::T0 + 3600 {
+            b.avg += 40.0;
+            b.max += 40.0;
+        }
+    }
+    db.insert(&bins).await;
+    let narrative = json!({
+        "summary": "The fleet is quiet apart from one server.",
+        "findings": [{"text": "srv-3 cpu had a short spike.", "evidence": ["A1"]}]
+    })
+    .to_string();
+    let (base, s) = fake(vec![answer(&narrative)]).await;
+    let mut config = insights_api::config::Config::for_database(&db.api_url);
+    config.llm_mode = Some(insights_api::config::LlmMode::Openai);
+    config.openai_api_key = Some(Secret::new(KEY));
+    config.openai_base_url = base;
+    config.openai_model = "test-model".into();
+    let state = insights_api::AppState::new(config).unwrap();
+    let resp = insights_api::app(state)
+        .oneshot(
+            axum::http::Request::get("/insights?start=2025-11-15T10:00:00&end=2025-11-15T12:00:00")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    assert!(!text.contains(KEY), "the key leaked into the response");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["llm"]["mode"], "openai");
+    assert_eq!(v["llm"]["model"], "test-model");
+    assert_eq!(v["llm"]["validated"], true, "{}", v["llm"]);
+    assert_eq!(v["narrative"]["findings"][0]["evidence"], json!(["A1"]));
+    assert_eq!(v["anomalies"][0]["server"], "srv-3");
+    let reqs = requests(&s);
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].2["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("srv-3 cpu spike"));
+    db.drop_db().await;
+}
