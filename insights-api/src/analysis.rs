@@ -1819,6 +1819,58 @@ mod tests {
     }
 
     #[test]
+    fn degenerate_series_do_not_panic() {
+        let mk = |name: &str, vals: &[f64]| {
+            let mut s = Series::new(name, "cpu", 60);
+            for (i, v) in vals.iter().enumerate() {
+                s.ts.push(T0 + i as i64 * 60);
+                s.count.push(1);
+                s.avg.push(*v);
+                s.min.push(*v);
+                s.max.push(*v);
+            }
+            s
+        };
+        let flat = vec![42.0; 500];
+        let nan = vec![f64::NAN; 200];
+        let series = vec![
+            mk("srv-1", &[5.0]),
+            mk("srv-2", &[5.0, 6.0, 7.0]),
+            mk("srv-3", &flat),
+            mk("srv-4", &nan),
+            mk(
+                "srv-5",
+                &(0..300)
+                    .map(|i| if i % 2 == 0 { 0.0 } else { 100.0 })
+                    .collect::<Vec<_>>(),
+            ),
+        ];
+        let ds = Dataset { width: 60, series };
+        for range in [(T0, T0 + 86400), (T0, T0 + 60), (T0 + 3600, T0 + 7200)] {
+            let an = analyse(&ds, range, None, &Params::default());
+            assert_eq!(an.health.len(), 5);
+            // a flat series is stuck only through its identical values, never an excursion
+            assert!(
+                an.anomalies
+                    .iter()
+                    .all(|a| a.server != "srv-3" || a.kind == "stuck" || a.kind == "dropout"),
+                "{:#?}",
+                an.anomalies
+            );
+        }
+        let empty = analyse(
+            &Dataset {
+                width: 60,
+                series: vec![],
+            },
+            (T0, T0 + 3600),
+            None,
+            &Params::default(),
+        );
+        assert!(empty.anomalies.is_empty() && empty.health.is_empty() && empty.facts.is_empty());
+    }
+
+    #[test]
     fn scores_and_severity() {
         assert_eq!(score_from_z(3.0), 0.0);
         assert!(score_from_z(7.0) > 40.0 && score_from_z(7.0) < 60.0);
