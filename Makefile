@@ -1,8 +1,18 @@
 # metricagg: one entry point for building, testing, benchmarking and running.
 #
+#   make deps             install apt packages and cargo-pgrx 0.18.1 (idempotent)
+#   make demo             the whole system on this machine, seeded (make stop ends it)
 #   make test             the full suite (what CI runs)
-#   make db-start         start the embedded PostgreSQL cluster (port 5433)
-#   make bench-aggregate  aggregate benchmark (prints ratios)
+#   make db-start         start the embedded PostgreSQL cluster (db-stop, db-status, db-destroy)
+#   make db-env           export lines for the database URLs of every role
+#   make install-release  build and install the release extension
+#   make seed             load synthetic metrics into the embedded cluster
+#   make api              run insights-api in the foreground (api role)
+#   make bench-aggregate  pg_metricagg vs PostgreSQL's aggregates (prints ratios)
+#   make bench-pipeline   the job vs direct aggregation, incremental runs, trigger cost
+#   make bench-seeder     seeder vs psql COPY
+#   make bench-api        /insights latency under load
+#   make eval-insights    anomaly detection scored against the seeder's labels
 #
 # Components add their own targets in mk/*.mk and append to TEST_TARGETS.
 
@@ -53,7 +63,7 @@ test: $(TEST_TARGETS)
 
 # Release build of the extension, installed into the system PostgreSQL.
 install-release:
-	cargo pgrx install -p pg_metricagg --release --pg-config $(PG_CONFIG)
+	bash scripts/install-extension.sh
 
 db-start:
 	bash scripts/db.sh start

@@ -117,7 +117,7 @@ install_extension() {
     say "building and installing the release extension"
     local sudo=()
     [ "$(id -u)" -eq 0 ] || sudo=(sudo -E env "PATH=$PATH")
-    (cd "$ROOT" && "${sudo[@]}" cargo pgrx install -p pg_metricagg --release --pg-config "$PGBIN/pg_config" >&2)
+    (cd "$ROOT" && "${sudo[@]}" bash scripts/install-extension.sh)
 }
 
 setup_roles() {

@@ -57,12 +57,14 @@ CREATE TABLE IF NOT EXISTS metricagg.job_config (
     widths           interval[] NOT NULL DEFAULT '{1 minute, 1 hour}',
     bins_retention   interval   NOT NULL DEFAULT '400 days',
     -- Bins of the finest width are recomputed on every run that touches
-    -- them; coarser bins, when this is on, once they are closed: once the
-    -- fleet's newest sample is past their end (see docs/architecture.md).
+    -- them; coarser bins, when this is on, once they are closed: once their
+    -- end is at least close_grace in the past (see docs/architecture.md).
     defer_open_bins  boolean    NOT NULL DEFAULT true,
+    close_grace      interval   NOT NULL DEFAULT '1 minute',
     CHECK (cardinality(widths) BETWEEN 1 AND 8)
 );
 ALTER TABLE metricagg.job_config ADD COLUMN IF NOT EXISTS defer_open_bins boolean NOT NULL DEFAULT true;
+ALTER TABLE metricagg.job_config ADD COLUMN IF NOT EXISTS close_grace interval NOT NULL DEFAULT '1 minute';
 INSERT INTO metricagg.job_config DEFAULT VALUES ON CONFLICT DO NOTHING;
 COMMENT ON TABLE metricagg.job_config IS
 'metricagg_run_once() settings: source (fdw: raw database through postgres_fdw; local: metricagg.samples of this database), bin widths, retention of bins.';
@@ -73,11 +75,12 @@ CREATE TABLE IF NOT EXISTS metricagg.job_state (
     singleton    boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
     done_below   xid8        NOT NULL DEFAULT '0',
     last_run_at  timestamptz,
-    -- The newest sample time seen in any processed change: bins of the
-    -- coarser widths that end at or before its bin are closed.
-    data_watermark timestamptz
+    -- now() - close_grace at the last run: bins of the coarser widths that
+    -- ended by then are materialized.
+    closed_before timestamptz
 );
-ALTER TABLE metricagg.job_state ADD COLUMN IF NOT EXISTS data_watermark timestamptz;
+ALTER TABLE metricagg.job_state DROP COLUMN IF EXISTS data_watermark;
+ALTER TABLE metricagg.job_state ADD COLUMN IF NOT EXISTS closed_before timestamptz;
 
 -- Ranges of coarser-width bins touched by processed changes but still open:
 -- recomputed once closed. Committed with the bins, so nothing is lost.
@@ -183,7 +186,7 @@ DECLARE
     range_lo     timestamptz;
     range_hi     timestamptz;
     finest       interval;
-    watermark    timestamptz;
+    v_closed_before timestamptz;
     cutoff       timestamptz;
     w            interval;
     n_bins       bigint;
@@ -236,7 +239,7 @@ BEGIN
     GET DIAGNOSTICS n_entries = ROW_COUNT;
 
     SELECT min(x) INTO finest FROM unnest(cfg.widths) x;
-    SELECT greatest(st.data_watermark, max(max_ts)) INTO watermark FROM pg_temp.metricagg_entries;
+    v_closed_before := now() - cfg.close_grace;
     CREATE TEMP TABLE IF NOT EXISTS pg_temp.metricagg_work (
         server_id text, lo timestamptz, hi timestamptz) ON COMMIT DROP;
 
@@ -252,7 +255,7 @@ BEGIN
             INSERT INTO metricagg.pending_bins (width, server_id, lo, hi)
             SELECT w, server_id, lo, hi FROM pg_temp.metricagg_work;
             TRUNCATE pg_temp.metricagg_work;
-            cutoff := metricagg_bin(watermark, w);
+            cutoff := metricagg_bin(v_closed_before, w);
             WITH closed AS (
                 DELETE FROM metricagg.pending_bins WHERE width = w AND lo < cutoff
                 RETURNING server_id, lo, hi),
@@ -300,7 +303,7 @@ BEGIN
         raw_rows := raw_rows + n_rows;
     END LOOP;
 
-    UPDATE metricagg.job_state SET done_below = horizon, last_run_at = t0, data_watermark = watermark;
+    UPDATE metricagg.job_state SET done_below = horizon, last_run_at = t0, closed_before = v_closed_before;
     IF n_entries > 0 THEN
         INSERT INTO metricagg.job_runs (started_at, finished_at, from_xid, to_xid, entries, raw_rows,
                                         bins_written, duration_ms)
@@ -323,7 +326,7 @@ COMMENT ON FUNCTION metricagg.metricagg_run_once() IS
 CREATE OR REPLACE FUNCTION metricagg.open_bins_from(w interval) RETURNS timestamptz
 LANGUAGE sql STABLE SET search_path = pg_catalog, metricagg, public AS $$
     SELECT CASE WHEN c.defer_open_bins AND w > (SELECT min(x) FROM unnest(c.widths) x)
-                THEN coalesce(metricagg_bin(s.data_watermark, w), '-infinity')
+                THEN coalesce(metricagg_bin(s.closed_before, w), '-infinity')
                 ELSE 'infinity' END
     FROM metricagg.job_config c, metricagg.job_state s
 $$;

@@ -391,30 +391,7 @@ async fn retention_never_drops_an_unprocessed_partition() {
         .await
         .unwrap();
     insert_samples(&p.ingest, &[1], old, 600, 1).await;
-    // Only the minute bins of that day can be materialized: its hour stays
-    // open (parked) until newer data moves the fleet's watermark past it.
     let drop = "SELECT coalesce(array_agg(d), '{}') FROM metricagg.drop_old_partitions('7 days') d";
-    p.run_once().await;
-    p.run_once().await;
-    let dropped: Vec<String> = p.raw.query_one(drop, &[]).await.unwrap().get(0);
-    assert!(
-        dropped.is_empty(),
-        "dropped raw data a parked hourly bin needs: {dropped:?}"
-    );
-    let now = p
-        .raw
-        .query_one(
-            "SELECT extract(epoch FROM date_trunc('hour', now()))::bigint",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0);
-    p.ingest
-        .execute("SELECT metricagg.ensure_partitions(to_timestamp($1::float8), to_timestamp($1::float8) + interval '1 day')", &[&(now as f64)])
-        .await
-        .unwrap();
-    insert_samples(&p.ingest, &[2], now, 10, 2).await;
     let dropped: Vec<String> = p.raw.query_one(drop, &[]).await.unwrap().get(0);
     assert!(
         dropped.is_empty(),
@@ -429,11 +406,7 @@ async fn retention_never_drops_an_unprocessed_partition() {
     p.run_once().await; // writes the committed watermark back to raw
     let dropped: Vec<String> = p.raw.query_one(drop, &[]).await.unwrap().get(0);
     assert_eq!(dropped.len(), 1, "{dropped:?}");
-    assert_eq!(
-        p.raw_count().await,
-        40,
-        "only the current day's 10 s x 4 metrics remain"
-    );
+    assert_eq!(p.raw_count().await, 0);
     // The bins outlive the raw partition.
     let bins: i64 = p
         .analytics
@@ -474,7 +447,7 @@ async fn local_source_without_fdw() {
         .unwrap()
         .get(0);
     assert!(
-        summary.contains("3 change-log entries") && summary.contains("10800 raw rows read"),
+        summary.contains("3 change-log entries") && summary.contains("21600 raw rows read"),
         "{summary}"
     );
     let diff: Vec<String> = admin
@@ -521,10 +494,7 @@ async fn roles_have_least_privilege() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(
-        n, 4,
-        "4 one-minute bins; the open hour is not materialized yet"
-    );
+    assert_eq!(n, 8, "4 one-minute and 4 one-hour bins");
     assert!(denied(api.execute("DELETE FROM metricagg.bins", &[]).await).contains("read-only"));
     assert!(denied(
         api.execute("SELECT 1 FROM metricagg.raw_samples", &[])
@@ -655,4 +625,101 @@ async fn scheduling_creates_replaces_and_removes_the_jobs() {
         after, before,
         "the rollback left the real schedule as it was"
     );
+}
+
+/// Coarser bins are materialized once closed: rows in the current hour get
+/// their one-minute bins at once and their hourly bin only after the hour
+/// (plus close_grace) has passed; the parked range survives the runs in
+/// between, and retention keeps the raw data it needs.
+#[tokio::test]
+async fn open_hours_are_parked_until_closed() {
+    let p = Pipeline::new().await;
+    let now: f64 = p
+        .raw
+        .query_one(
+            "SELECT extract(epoch FROM date_trunc('hour', now()))::float8",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // The current hour: it cannot close during the test (it ends at least
+    // close_grace after now), whatever the minute.
+    let start = now as i64;
+    p.ingest
+        .execute(
+            "SELECT metricagg.ensure_partitions(to_timestamp($1::float8) - interval '1 day', to_timestamp($1::float8) + interval '1 day')",
+            &[&now],
+        )
+        .await
+        .unwrap();
+    insert_samples(&p.ingest, &[1], start, 60, 1).await;
+    let summary = p.run_once().await;
+    assert!(
+        summary.contains("1 minute=") && !summary.contains("1 hour="),
+        "{summary}"
+    );
+    let hourly = "SELECT count(*) FROM metricagg.bins WHERE width = '1 hour'";
+    let parked = "SELECT count(*) FROM metricagg.pending_bins";
+    assert_eq!(
+        p.analytics
+            .query_one(hourly, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    assert!(
+        p.analytics
+            .query_one(parked, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 1
+    );
+    assert_equals_oracle(&p, "with the hour open").await;
+    // A run with nothing new keeps it parked.
+    p.run_once().await;
+    assert!(
+        p.analytics
+            .query_one(parked, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 1
+    );
+    let from: Option<String> = p
+        .raw
+        .query_one("SELECT pending_from::text FROM metricagg.job_progress", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        from.is_some(),
+        "retention is told where parked ranges start"
+    );
+    // Pretend the hour is over: a negative grace closes bins ending in the future.
+    p.analytics
+        .batch_execute("UPDATE metricagg.job_config SET close_grace = '-2 hours'")
+        .await
+        .unwrap();
+    let summary = p.run_once().await;
+    assert!(summary.contains("1 hour=4"), "{summary}");
+    assert_eq!(
+        p.analytics
+            .query_one(hourly, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        4
+    );
+    assert_eq!(
+        p.analytics
+            .query_one(parked, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    assert_equals_oracle(&p, "after the hour closed").await;
 }
