@@ -177,7 +177,11 @@ fn bin_fixed(ts: i64, width: i64, origin: i64) -> Result<i64, BinError> {
     debug_assert!(width > 0);
     // Fast path in 64 bits (a 128-bit division is several times slower).
     if let Some(diff) = ts.checked_sub(origin) {
-        if let Some(start) = diff.div_euclid(width).checked_mul(width).and_then(|d| origin.checked_add(d)) {
+        if let Some(start) = diff
+            .div_euclid(width)
+            .checked_mul(width)
+            .and_then(|d| origin.checked_add(d))
+        {
             return Ok(start);
         }
     }
