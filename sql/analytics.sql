@@ -105,7 +105,7 @@ CREATE TABLE IF NOT EXISTS metricagg.job_runs (
     bins_written jsonb       NOT NULL,
     duration_ms  double precision NOT NULL
 );
-COMMENT ON TABLE metricagg.job_runs IS 'History of metricagg_run_once(): one row per run that did work.';
+COMMENT ON TABLE metricagg.job_runs IS 'History of metricagg_run_once(): one row per run that consumed changes or wrote bins.';
 
 -- Creates monthly partitions of metricagg.bins covering [from_ts, to_ts).
 CREATE OR REPLACE FUNCTION metricagg.ensure_bin_partitions(from_ts timestamptz, to_ts timestamptz)
@@ -304,7 +304,7 @@ BEGIN
     END LOOP;
 
     UPDATE metricagg.job_state SET done_below = horizon, last_run_at = t0, closed_before = v_closed_before;
-    IF n_entries > 0 THEN
+    IF n_entries > 0 OR written <> '{}' THEN
         INSERT INTO metricagg.job_runs (started_at, finished_at, from_xid, to_xid, entries, raw_rows,
                                         bins_written, duration_ms)
         VALUES (t0, clock_timestamp(), st.done_below, horizon, n_entries, raw_rows, written,
