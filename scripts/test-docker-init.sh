@@ -83,8 +83,10 @@ plan="$(q metricagg_job job-test "$P2" metrics_analytics \
 grep -q 'Remote SQL: SELECT .*metricagg_stats(value) .*GROUP BY' <<<"$plan" || { echo "$plan" >&2; fail "aggregation not pushed down to raw-db"; }
 read -r minute_bins hour_bins diff < <(q metricagg_job job-test "$P2" metrics_analytics \
     "SELECT (SELECT count(*) FROM metricagg.bins WHERE width = '1 minute'), (SELECT count(*) FROM metricagg.bins WHERE width = '1 hour'),
-            (SELECT count(*) FROM ((SELECT * FROM metricagg.recompute_all_bins() EXCEPT SELECT * FROM metricagg.bins)
-                                   UNION ALL (SELECT * FROM metricagg.bins EXCEPT SELECT * FROM metricagg.recompute_all_bins())) d)" | tr '|' ' ')
+            (WITH b AS (SELECT server_id, metric_type, width, ts, count, round(avg::numeric, 9), min, max, p80 FROM metricagg.bins),
+                  o AS (SELECT server_id, metric_type, width, ts, count, round(avg::numeric, 9), min, max, p80
+                        FROM metricagg.recompute_all_bins())
+             SELECT count(*) FROM ((TABLE o EXCEPT TABLE b) UNION ALL (TABLE b EXCEPT TABLE o)) d)" | tr '|' ' ')
 echo "test-docker-init: bins: 1 minute=$minute_bins 1 hour=$hour_bins, differences from the oracle=$diff"
 [ "$minute_bins" = 1080 ] || fail "expected 1080 one-minute bins (3 servers x 2 metrics x 180), got $minute_bins"
 [ "$diff" = 0 ] || fail "bins differ from metricagg.recompute_all_bins()"
