@@ -430,6 +430,42 @@ pub(crate) unsafe fn result_type(fcinfo: pg_sys::FunctionCallInfo) -> &'static R
     }
 }
 
+/// One composite datum of the result's row type; no field is NULL.
+///
+/// # Safety
+/// `values` must match the row type of `rt` field for field.
+pub(crate) unsafe fn form_row<const N: usize>(
+    rt: &ResultType,
+    mut values: [pg_sys::Datum; N],
+) -> pg_sys::Datum {
+    let mut nulls = [false; N];
+    unsafe {
+        let tuple = pg_sys::heap_form_tuple(rt.tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
+        pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data)
+    }
+}
+
+/// An array of the result's row type from datums made by [`form_row`].
+///
+/// # Safety
+/// Every element must be a composite datum of `rt.element`.
+pub(crate) unsafe fn form_array(
+    rt: &ResultType,
+    mut elements: Vec<pg_sys::Datum>,
+) -> pg_sys::Datum {
+    let array = unsafe {
+        pg_sys::construct_array(
+            elements.as_mut_ptr(),
+            elements.len() as i32,
+            rt.element,
+            -1,
+            false,
+            pg_sys::TYPALIGN_DOUBLE as std::os::raw::c_char,
+        )
+    };
+    pg_sys::Datum::from(array)
+}
+
 pg_v1_function! {
     /// `metricagg_by_bin_final(internal) → metricagg_bin_stats[]`, ordered by bin.
     fn metricagg_by_bin_final / pg_finfo_metricagg_by_bin_final (fcinfo) {
@@ -441,27 +477,16 @@ pg_v1_function! {
             let b = &*state.as_ptr();
             let mut elements = Vec::with_capacity(b.len as usize);
             b.for_each_stats(|start, s| {
-                let mut values = [
+                elements.push(form_row(rt, [
                     pg_sys::Datum::from(start),
                     pg_sys::Datum::from(s.count),
                     pg_sys::Datum::from(s.avg.to_bits()),
                     pg_sys::Datum::from(s.min.to_bits()),
                     pg_sys::Datum::from(s.max.to_bits()),
                     pg_sys::Datum::from(s.p80.to_bits()),
-                ];
-                let mut nulls = [false; 6];
-                let tuple = pg_sys::heap_form_tuple(rt.tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                elements.push(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data));
+                ]));
             });
-            let array = pg_sys::construct_array(
-                elements.as_mut_ptr(),
-                elements.len() as i32,
-                rt.element,
-                -1,
-                false,
-                pg_sys::TYPALIGN_DOUBLE as std::os::raw::c_char,
-            );
-            pg_sys::Datum::from(array)
+            form_array(rt, elements)
         }
     }
 }

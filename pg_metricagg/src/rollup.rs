@@ -23,7 +23,7 @@ use pgrx::pg_sys;
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
 
 use crate::agg::aggregate_context;
-use crate::binned::{new_binned, result_type, to_bytea, Binned, Reader};
+use crate::binned::{form_array, form_row, new_binned, result_type, to_bytea, Binned, Reader};
 use crate::binning::report;
 use crate::fmgr::{arg, pg_v1_function, raise};
 use metricagg_core::bin::{BinError, DEFAULT_ORIGIN};
@@ -318,7 +318,7 @@ pg_v1_function! {
                 let server = pg_sys::cstring_to_text_with_len(server.as_ptr().cast(), server.len() as i32);
                 let metric = pg_sys::cstring_to_text_with_len(metric.as_ptr().cast(), metric.len() as i32);
                 (*s.bins.as_ptr()).for_each_stats(|start, st| {
-                    let mut values = [
+                    elements.push(form_row(rt, [
                         pg_sys::Datum::from(server),
                         pg_sys::Datum::from(metric),
                         pg_sys::Datum::from(start),
@@ -327,21 +327,10 @@ pg_v1_function! {
                         pg_sys::Datum::from(st.min.to_bits()),
                         pg_sys::Datum::from(st.max.to_bits()),
                         pg_sys::Datum::from(st.p80.to_bits()),
-                    ];
-                    let mut nulls = [false; 8];
-                    let tuple = pg_sys::heap_form_tuple(rt.tupdesc, values.as_mut_ptr(), nulls.as_mut_ptr());
-                    elements.push(pg_sys::HeapTupleHeaderGetDatum((*tuple).t_data));
+                    ]));
                 });
             }
-            let array = pg_sys::construct_array(
-                elements.as_mut_ptr(),
-                elements.len() as i32,
-                rt.element,
-                -1,
-                false,
-                pg_sys::TYPALIGN_DOUBLE as std::os::raw::c_char,
-            );
-            pg_sys::Datum::from(array)
+            form_array(rt, elements)
         }
     }
 }
