@@ -68,6 +68,19 @@ mod tests {
         Ok(text(&format!("SELECT pg_temp.error_of('{quoted}')"))?.expect("text"))
     }
 
+    /// Makes the planner choose parallel plans for the rest of the test's
+    /// transaction, with the work done by the workers (so the partial states
+    /// really go through serialize, deserialize and combine).
+    fn force_parallel_plans() -> TestResult {
+        Spi::run(
+            "SET LOCAL max_parallel_workers_per_gather = 2;
+             SET LOCAL parallel_setup_cost = 0;
+             SET LOCAL parallel_tuple_cost = 0;
+             SET LOCAL min_parallel_table_scan_size = 0;
+             SET LOCAL parallel_leader_participation = off;",
+        )
+    }
+
     /// The test table: at least 120k rows in 2,000+ groups of skewed sizes, with
     /// adversarial values, plus special groups (one value, all NULL, all NaN,
     /// only zeros of both signs, only infinities).
@@ -229,13 +242,9 @@ mod tests {
              CREATE TABLE serial_res AS
                SELECT grp, p80(v) p, metricagg_percentile(v, 0.99) p99, metricagg_stats(v) s
                FROM pvals GROUP BY grp;
-             CREATE TABLE serial_one AS SELECT p80(v) p, metricagg_stats(v) s FROM pvals;
-             SET LOCAL max_parallel_workers_per_gather = 2;
-             SET LOCAL parallel_setup_cost = 0;
-             SET LOCAL parallel_tuple_cost = 0;
-             SET LOCAL min_parallel_table_scan_size = 0;
-             SET LOCAL parallel_leader_participation = off;",
+             CREATE TABLE serial_one AS SELECT p80(v) p, metricagg_stats(v) s FROM pvals;",
         )?;
+        force_parallel_plans()?;
         let grouped = "SELECT grp, p80(v) p, metricagg_percentile(v, 0.99) p99, metricagg_stats(v) s FROM pvals GROUP BY grp";
         let plan = explain("ANALYZE, COSTS OFF, TIMING OFF", grouped)?;
         assert!(plan.contains("Gather"), "no Gather in plan:\n{plan}");
@@ -524,13 +533,9 @@ mod tests {
             "SET LOCAL max_parallel_workers_per_gather = 0;
              CREATE TABLE by_bin_serial AS
                SELECT grp, b.* FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '1 minute') bins FROM pser GROUP BY grp) g,
-                    unnest(g.bins) b;
-             SET LOCAL max_parallel_workers_per_gather = 2;
-             SET LOCAL parallel_setup_cost = 0;
-             SET LOCAL parallel_tuple_cost = 0;
-             SET LOCAL min_parallel_table_scan_size = 0;
-             SET LOCAL parallel_leader_participation = off;",
+                    unnest(g.bins) b;",
         )?;
+        force_parallel_plans()?;
         let q = "SELECT grp, metricagg_stats_by_bin(ts, v, '1 minute') bins FROM pser GROUP BY grp";
         let plan = explain("ANALYZE, COSTS OFF, TIMING OFF", q)?;
         assert!(
@@ -651,13 +656,9 @@ mod tests {
         Spi::run(
             "SET LOCAL max_parallel_workers_per_gather = 0;
              CREATE TABLE rollup_serial AS
-               SELECT r.* FROM (SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') a FROM pfleet) x, unnest(x.a) r;
-             SET LOCAL max_parallel_workers_per_gather = 2;
-             SET LOCAL parallel_setup_cost = 0;
-             SET LOCAL parallel_tuple_cost = 0;
-             SET LOCAL min_parallel_table_scan_size = 0;
-             SET LOCAL parallel_leader_participation = off;",
+               SELECT r.* FROM (SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') a FROM pfleet) x, unnest(x.a) r;",
         )?;
+        force_parallel_plans()?;
         let q = "SELECT metricagg_rollup(server_id, metric_type, ts, v, '1 minute') a FROM pfleet";
         let plan = explain("ANALYZE, COSTS OFF, TIMING OFF", q)?;
         assert!(

@@ -154,20 +154,21 @@ impl Pipeline {
     }
 
     pub async fn bin_count(&self) -> i64 {
-        self.analytics
-            .query_one("SELECT count(*) FROM metricagg.bins", &[])
-            .await
-            .unwrap()
-            .get(0)
+        count(&self.analytics, "SELECT count(*) FROM metricagg.bins").await
     }
 
     pub async fn raw_count(&self) -> i64 {
-        self.raw
-            .query_one("SELECT count(*) FROM metricagg.samples", &[])
-            .await
-            .unwrap()
-            .get(0)
+        count(&self.raw, "SELECT count(*) FROM metricagg.samples").await
     }
+}
+
+/// The single bigint a query without parameters returns (a count).
+pub async fn count(client: &impl GenericClient, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
 }
 
 /// Waits until every transaction of the cluster that was running (or had

@@ -661,33 +661,12 @@ async fn open_hours_are_parked_until_closed() {
     );
     let hourly = "SELECT count(*) FROM metricagg.bins WHERE width = '1 hour'";
     let parked = "SELECT count(*) FROM metricagg.pending_bins";
-    assert_eq!(
-        p.analytics
-            .query_one(hourly, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        0
-    );
-    assert!(
-        p.analytics
-            .query_one(parked, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            >= 1
-    );
+    assert_eq!(count(&p.analytics, hourly).await, 0);
+    assert!(count(&p.analytics, parked).await >= 1);
     assert_equals_oracle(&p, "with the hour open").await;
     // A run with nothing new keeps it parked.
     p.run_once().await;
-    assert!(
-        p.analytics
-            .query_one(parked, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            >= 1
-    );
+    assert!(count(&p.analytics, parked).await >= 1);
     let from: Option<String> = p
         .raw
         .query_one("SELECT pending_from::text FROM metricagg.job_progress", &[])
@@ -705,21 +684,7 @@ async fn open_hours_are_parked_until_closed() {
         .unwrap();
     let summary = p.run_once().await;
     assert!(summary.contains("1 hour=4"), "{summary}");
-    assert_eq!(
-        p.analytics
-            .query_one(hourly, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        4
-    );
-    assert_eq!(
-        p.analytics
-            .query_one(parked, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0),
-        0
-    );
+    assert_eq!(count(&p.analytics, hourly).await, 4);
+    assert_eq!(count(&p.analytics, parked).await, 0);
     assert_equals_oracle(&p, "after the hour closed").await;
 }
