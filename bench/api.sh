@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 SECONDS_RUN="${BENCH_SECONDS:-20}"
 CONNS="${BENCH_CONNECTIONS:-1}"
 PORT="${BENCH_PORT:-3918}"
-DB=ia_bench_50x24h
+# Bins inserted in time order, as the job writes them.
+DB=ia_bench_50x24h_tsorder
 START=2025-11-15T00:00:00Z
 END=2025-11-16T00:00:00Z
 
@@ -24,6 +25,7 @@ eval "$(bash scripts/db.sh env)"
 ADMIN_URL="${ANALYTICS_DATABASE_URL%/*}/$DB"
 have="$(psql -X -At "$ANALYTICS_DATABASE_URL" -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")"
 if [ "$have" = 1 ]; then
+    bash scripts/db.sh create-db analytics "$DB" >/dev/null # current extension and schema
     rows="$(psql -X -At "$ADMIN_URL" -c "SELECT count(*) FROM metricagg.bins WHERE width = '1 minute'")"
 else
     rows=0
@@ -42,7 +44,8 @@ SELECT 'srv-' || s, m, interval '1 minute', ts, 60, v, v - 2 - random(), v + 2 +
        LATERAL (SELECT greatest(0, least(100,
                   30 + (s % 7) * 5 + 10 * sin(2 * pi() * extract(epoch FROM ts) / 86400) + 2 * random()
                   + CASE WHEN s % 10 = 0 AND extract(hour FROM ts) = 13 AND extract(minute FROM ts) < 2 THEN 40 ELSE 0 END
-                  + CASE WHEN s % 17 = 0 AND extract(hour FROM ts) = 9 AND extract(minute FROM ts) < 20 THEN 25 ELSE 0 END)) AS v) x;
+                  + CASE WHEN s % 17 = 0 AND extract(hour FROM ts) = 9 AND extract(minute FROM ts) < 20 THEN 25 ELSE 0 END)) AS v) x
+ ORDER BY ts, s, m;
 INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
 SELECT server_id, metric_type, interval '1 hour', date_trunc('hour', ts), sum(count), avg(avg), min(min), max(max), max(p80)
   FROM metricagg.bins WHERE width = '1 minute' GROUP BY 1, 2, 4;

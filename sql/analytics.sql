@@ -47,6 +47,17 @@ BEGIN
     END IF;
 END
 $do$;
+-- Fleet-wide reads of a time range (insights-api, dashboards) filter on ts
+-- alone, which the primary key cannot serve. The job writes bins in time
+-- order, so a BRIN index narrows such a scan to the range's pages for almost
+-- no write cost. (TimescaleDB chunks are time ranges with their own index.)
+DO $do$
+BEGIN
+    IF (SELECT relkind FROM pg_class WHERE oid = 'metricagg.bins'::regclass) = 'p' THEN
+        CREATE INDEX IF NOT EXISTS bins_ts_brin ON metricagg.bins USING brin (ts);
+    END IF;
+END
+$do$;
 COMMENT ON TABLE metricagg.bins IS
 'Aggregated metrics: count, avg, min, max and exact p80 per (server_id, metric_type, width, ts), ts being the UTC bin start. Written only by metricagg_run_once(). Monthly range partitions (a TimescaleDB hypertable when TimescaleDB is installed).';
 

@@ -303,9 +303,10 @@ fn ts_of(t: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(t, 0).unwrap_or_default()
 }
 
-/// One row per series with arrays, hash-grouped, no ORDER BY: sorting 288k
-/// rows on text keys costs the server more than the scan, and one protocol
-/// row per bin costs the client.
+/// One row per series, hash-grouped, no ORDER BY (sorting 288k rows on text
+/// keys costs the server more than the scan). Each series' bins come as one
+/// `metricagg_pack_bins` bytea: one transition call per row on the server and
+/// 40 bytes per bin on the wire, decoded here without a per-bin allocation.
 async fn fetch_part(
     pool: &Pool,
     width: i64,
@@ -316,8 +317,8 @@ async fn fetch_part(
     let c = pool.get().await?;
     let stmt = c
         .prepare_cached(
-            "SELECT server_id, metric_type, array_agg(ts), array_agg(count), array_agg(avg),
-                    array_agg(coalesce(min, avg)), array_agg(coalesce(max, avg))
+            "SELECT server_id, metric_type,
+                    metricagg_pack_bins(ts, count, avg, coalesce(min, avg), coalesce(max, avg))
                FROM metricagg.bins
               WHERE width = $1::bigint * interval '1 second' AND ts >= $2 AND ts < $3
                 AND ($4::text IS NULL OR metric_type = $4)
@@ -329,15 +330,56 @@ async fn fetch_part(
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let mut s = crate::analysis::Series::new(r.get(0), r.get(1), width);
-        let ts: Vec<DateTime<Utc>> = r.get(2);
-        s.ts = ts.iter().map(DateTime::timestamp).collect();
-        s.count = r.get(3);
-        s.avg = r.get(4);
-        s.min = r.get(5);
-        s.max = r.get(6);
+        let packed: &[u8] = r.get(2);
+        unpack_into(packed, &mut s).map_err(|e| {
+            ApiError::Internal(format!(
+                "metricagg_pack_bins returned {e} for {} {}",
+                s.server, s.metric
+            ))
+        })?;
         out.push(s);
     }
     Ok(out)
+}
+
+/// Decodes a `metricagg_pack_bins` result (see its `COMMENT`): a header
+/// `u32 version = 1, u32 n`, then `n` records of `i64 ts` (µs since the Unix
+/// epoch), `i64 count`, `f64 avg, min, max`, little-endian, ordered by ts.
+pub fn unpack_into(bytes: &[u8], s: &mut crate::analysis::Series) -> Result<(), String> {
+    const RECORD: usize = 40;
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    if bytes.len() < 8 {
+        return Err(format!("{} bytes, shorter than its header", bytes.len()));
+    }
+    if word(0) != 1 {
+        return Err(format!(
+            "unknown version {} (upgrade insights-api)",
+            word(0)
+        ));
+    }
+    let n = word(4) as usize;
+    if bytes.len() != 8 + n * RECORD {
+        return Err(format!("{} bytes for {n} bins", bytes.len()));
+    }
+    s.ts.reserve(n);
+    s.count.reserve(n);
+    s.avg.reserve(n);
+    s.min.reserve(n);
+    s.max.reserve(n);
+    for rec in bytes[8..].chunks_exact(RECORD) {
+        let f = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rec[at..at + 8]);
+            b
+        };
+        s.ts.push(i64::from_le_bytes(f(0)).div_euclid(1_000_000));
+        s.count.push(i64::from_le_bytes(f(8)));
+        s.avg.push(f64::from_le_bytes(f(16)));
+        s.min.push(f64::from_le_bytes(f(24)));
+        s.max.push(f64::from_le_bytes(f(32)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -349,6 +391,42 @@ mod tests {
         let mut v = vec!["srv-10", "srv-2", "srv-1", "db-3"];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(v, ["db-3", "srv-1", "srv-2", "srv-10"]);
+    }
+
+    #[test]
+    fn unpack_decodes_records_and_rejects_bad_lengths() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes());
+        for (ts, count, avg) in [
+            (-1_500_000i64, 60i64, 1.5f64),
+            (1_763_200_800_000_000, 7, -2.0),
+        ] {
+            b.extend_from_slice(&ts.to_le_bytes());
+            b.extend_from_slice(&count.to_le_bytes());
+            for v in [avg, avg - 1.0, avg + 1.0] {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        let mut s = crate::analysis::Series::new("a", "cpu", 60);
+        unpack_into(&b, &mut s).unwrap();
+        assert_eq!(s.ts, [-2, 1_763_200_800]); // floors, as DateTime::timestamp
+        assert_eq!(s.count, [60, 7]);
+        assert_eq!(s.avg, [1.5, -2.0]);
+        assert_eq!(s.min, [0.5, -3.0]);
+        assert_eq!(s.max, [2.5, -1.0]);
+
+        let mut s = crate::analysis::Series::new("a", "cpu", 60);
+        assert!(unpack_into(&b[..b.len() - 1], &mut s)
+            .unwrap_err()
+            .contains("bytes for 2 bins"));
+        assert!(unpack_into(&b[..5], &mut s)
+            .unwrap_err()
+            .contains("shorter than its header"));
+        b[0] = 2;
+        assert!(unpack_into(&b, &mut s)
+            .unwrap_err()
+            .contains("unknown version 2"));
     }
 
     #[test]

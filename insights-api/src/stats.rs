@@ -34,40 +34,78 @@ pub fn mad(xs: &[f64]) -> Option<f64> {
 /// Consistency constant: 1.4826 × MAD estimates σ for Gaussian noise.
 pub const MAD_TO_SIGMA: f64 = 1.4826;
 
+/// Order-preserving map of an `f64` to a `u64`: `a.total_cmp(b)` equals
+/// `key(a).cmp(key(b))`, so windows compare integers.
+#[inline(always)]
+fn key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | 1 << 63
+    }
+}
+
+#[inline(always)]
+fn unkey(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
 /// Centred rolling median with half-width `h` (window 2h+1, truncated at the
-/// edges). O(n·h) with a sorted window, fast for the window sizes used here.
+/// edges). A sorted window of order-preserving keys: each step moves the
+/// outgoing value's slot to the incoming value's place with one shift of the
+/// keys between them, O(n·h) with a small constant for the windows used here.
 pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
     let n = xs.len();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
-    let mut win: Vec<f64> = Vec::with_capacity(2 * h + 1);
-    let insert = |win: &mut Vec<f64>, x: f64| {
-        let pos = win.partition_point(|y| y.total_cmp(&x).is_lt());
-        win.insert(pos, x);
+    let median = |win: &[u64]| {
+        let k = win.len();
+        if k % 2 == 1 {
+            unkey(win[k / 2])
+        } else {
+            (unkey(win[k / 2 - 1]) + unkey(win[k / 2])) / 2.0
+        }
     };
-    let remove = |win: &mut Vec<f64>, x: f64| {
-        let pos = win.partition_point(|y| y.total_cmp(&x).is_lt());
-        win.remove(pos);
-    };
+    let mut win: Vec<u64> = Vec::with_capacity(2 * h + 2);
     // window for i is [i-h, i+h] ∩ [0, n)
     for &x in xs.iter().take(h.min(n - 1) + 1) {
-        insert(&mut win, x);
+        let k = key(x);
+        let pos = win.partition_point(|&y| y < k);
+        win.insert(pos, k);
     }
     for i in 0..n {
-        let k = win.len();
-        out.push(if k % 2 == 1 {
-            win[k / 2]
-        } else {
-            (win[k / 2 - 1] + win[k / 2]) / 2.0
-        });
+        out.push(median(&win));
         let add = i + h + 1;
-        if add < n {
-            insert(&mut win, xs[add]);
-        }
-        if i >= h {
-            remove(&mut win, xs[i - h]);
+        match (add < n, i >= h) {
+            (true, true) => {
+                // Replace the outgoing key by the incoming one, keeping order.
+                let old = key(xs[i - h]);
+                let new = key(xs[add]);
+                let r = win.partition_point(|&y| y < old);
+                if new >= old {
+                    let p = r + win[r + 1..].partition_point(|&y| y < new);
+                    win.copy_within(r + 1..=p, r);
+                    win[p] = new;
+                } else {
+                    let p = win[..r].partition_point(|&y| y < new);
+                    win.copy_within(p..r, p + 1);
+                    win[p] = new;
+                }
+            }
+            (true, false) => {
+                let k = key(xs[add]);
+                let pos = win.partition_point(|&y| y < k);
+                win.insert(pos, k);
+            }
+            (false, true) => {
+                let k = key(xs[i - h]);
+                let pos = win.partition_point(|&y| y < k);
+                win.remove(pos);
+            }
+            (false, false) => {}
         }
     }
     out

@@ -11,6 +11,7 @@ mod agg;
 mod binned;
 mod binning;
 mod fmgr;
+mod pack;
 mod rollup;
 
 ::pgrx::pg_module_magic!();

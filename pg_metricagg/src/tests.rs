@@ -701,6 +701,96 @@ mod tests {
         Ok(())
     }
 
+    /// Decodes a `metricagg_pack_bins` result into (ts µs, count, and the
+    /// bits of avg, min, max).
+    fn unpack(bytes: &[u8]) -> Vec<(i64, i64, u64, u64, u64)> {
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let long = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        assert_eq!(word(0), 1, "version");
+        let n = word(4) as usize;
+        assert_eq!(bytes.len(), 8 + 40 * n, "length for {n} records");
+        (0..n)
+            .map(|i| {
+                let at = 8 + 40 * i;
+                (
+                    long(at) as i64,
+                    long(at + 8) as i64,
+                    long(at + 16),
+                    long(at + 24),
+                    long(at + 32),
+                )
+            })
+            .collect()
+    }
+
+    #[pg_test]
+    fn pack_bins_equals_the_rows_in_time_order() -> TestResult {
+        Spi::run(
+            "SELECT setseed(0.77);
+             CREATE TABLE pk AS
+             SELECT g % 37 AS grp,
+                    CASE WHEN random() < 0.01 THEN NULL
+                         ELSE timestamptz '2025-11-15 00:00+00' + floor(random() * 5000) * interval '1 minute'
+                              + floor(random() * 1000) * interval '1 microsecond' END AS ts,
+                    CASE WHEN random() < 0.01 THEN NULL ELSE floor(random() * 120)::int8 END AS count,
+                    CASE WHEN random() < 0.05 THEN NULL ELSE (random() - 0.5) * 1e6 END AS avg,
+                    CASE WHEN random() < 0.05 THEN NULL ELSE random() END AS min,
+                    CASE WHEN random() < 0.05 THEN NULL ELSE random() * 1e300 END AS max
+               FROM generate_series(1, 100000) g;
+             INSERT INTO pk VALUES
+               (-1, 'infinity', 1, 1, 1, 1), (-1, '-infinity', 2, 2, 2, 2),
+               (-1, '1970-01-01 00:00:00.000001+00', 3, 3, 3, 3), (-1, '1960-01-01+00', 4, -4, 4, 4),
+               (-2, NULL, 1, 1, 1, 1), (-2, '2025-01-01', NULL, 1, 1, 1);",
+        )?;
+        let mut groups = 0;
+        Spi::connect(|client| -> TestResult {
+            let packed = client.select(
+                "SELECT grp, metricagg_pack_bins(ts, count, avg, min, max) FROM pk GROUP BY grp ORDER BY grp",
+                None,
+                &[],
+            )?;
+            for row in packed {
+                let grp = row.get::<i32>(1)?.expect("grp");
+                let got = row.get::<Vec<u8>>(2)?.map(|b| unpack(&b));
+                let want: Vec<(i64, i64, u64, u64, u64)> = client
+                    .select(
+                        &format!(
+                            "SELECT CASE WHEN ts = 'infinity' THEN 9223372036854775807
+                                         WHEN ts = '-infinity' THEN -9223372036854775808
+                                         ELSE (extract(epoch FROM ts) * 1000000)::int8 END,
+                                    count, coalesce(avg, 'NaN'), coalesce(min, 'NaN'), coalesce(max, 'NaN')
+                               FROM pk WHERE grp = {grp} AND ts IS NOT NULL AND count IS NOT NULL
+                              ORDER BY ts, count, avg NULLS LAST, min NULLS LAST, max NULLS LAST"
+                        ),
+                        None,
+                        &[],
+                    )?
+                    .map(|r| -> Result<_, pgrx::spi::Error> {
+                        let f = |i| -> Result<u64, pgrx::spi::Error> {
+                            Ok(r.get::<f64>(i)?.expect("float").to_bits())
+                        };
+                        Ok((
+                            r.get::<i64>(1)?.expect("ts"),
+                            r.get::<i64>(2)?.expect("count"),
+                            f(3)?,
+                            f(4)?,
+                            f(5)?,
+                        ))
+                    })
+                    .collect::<Result<_, _>>()?;
+                if want.is_empty() {
+                    assert_eq!(got, None, "group {grp}: no rows gives NULL");
+                } else {
+                    assert_eq!(got.as_deref(), Some(&want[..]), "group {grp}");
+                }
+                groups += 1;
+            }
+            Ok(())
+        })?;
+        assert_eq!(groups, 39);
+        Ok(())
+    }
+
     #[pg_test]
     fn nulls_in_nulls_out() -> TestResult {
         assert_eq!(
@@ -766,7 +856,7 @@ mod tests {
             "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_metricagg'
              WHERE p.prokind = 'a'"
-        )? == 7);
+        )? == 8);
         assert_eq!(
             count(
                 "SELECT count(*) FROM pg_proc WHERE proname = 'metricagg_bin'
