@@ -12,6 +12,8 @@ COPY crates crates
 COPY pg_metricagg pg_metricagg
 COPY seeder seeder
 COPY insights-api insights-api
+# the dashboard page, embedded in insights-api at build time
+COPY dashboard/src dashboard/src
 COPY tests tests
 RUN test -n "${BIN}" && cargo build --release --locked -p "${BIN}" --bin "${BIN}" \
  && cp "target/release/${BIN}" /app

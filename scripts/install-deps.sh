@@ -20,7 +20,13 @@ apt_packages=(
     "postgresql-${PG_MAJOR}-cron"
     "postgresql-${PG_MAJOR}-tdigest"
     clang libclang-dev pkg-config sudo make
+    # the dashboard's browser test (make test-dashboard): Debian's Chromium, a font for its text
+    chromium fonts-dejavu-core
 )
+# Node.js and npm for the dashboard's test tools: the machine's own when it has
+# them (playwright-core needs Node 20+), else Debian's.
+command -v node >/dev/null 2>&1 || apt_packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_packages+=(npm)
 
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -33,6 +39,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 else
     say "apt: all packages present"
 fi
+
+node_major="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+[ "$node_major" -ge 20 ] || say "warning: Node.js ${node_major} is older than 20, which playwright-core (make test-dashboard) needs"
 
 # Debian's postgresql package creates and starts a cluster on 5432; we never use it.
 # Leave it alone: our clusters are private and on their own port.

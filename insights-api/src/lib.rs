@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod error;
 pub mod llm;

@@ -62,13 +62,14 @@ pub fn app(state: AppState) -> Router {
         .route("/series", get(series))
         .route("/insights", get(insights))
         .route("/openapi.json", get(openapi))
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!(
-        "no route {}; see /openapi.json for /health, /servers, /periods, /series, /insights",
+        "no route {}; see /openapi.json for /health, /servers, /periods, /series, /insights, /fleet, / (the dashboard)",
         uri.path()
     ))
 }
