@@ -306,8 +306,9 @@ async fn fleet_day(db: &TestDb) -> Value {
 }
 
 /// Serves the real app on a local port, runs dashboard/test/e2e.mjs in the
-/// given mode against it, and fails with its output if it fails.
-async fn run_browser(db: &TestDb, mode: &str, expect: &Value, screenshot: Option<&str>) {
+/// given mode against it, prints its output, drops the database and fails if
+/// the browser test failed.
+async fn run_browser(db: TestDb, mode: &str, expect: &Value, screenshot: Option<&str>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let router = app(db.state());
@@ -344,6 +345,7 @@ async fn run_browser(db: &TestDb, mode: &str, expect: &Value, screenshot: Option
     server.abort();
     print!("{}", String::from_utf8_lossy(&out.stdout));
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    db.drop_db().await;
     assert!(out.status.success(), "the {mode} browser test failed");
 }
 
@@ -363,15 +365,12 @@ async fn dashboard_in_headless_chromium() {
     let db = TestDb::new("dash").await;
     let (bins, expect) = known_day();
     db.insert(&bins).await;
-    run_browser(&db, "full", &expect, Some("target/dashboard.png")).await;
-    db.drop_db().await;
+    run_browser(db, "full", &expect, Some("target/dashboard.png")).await;
 
     let empty = TestDb::new("dash_empty").await;
-    run_browser(&empty, "empty", &json!({}), None).await;
-    empty.drop_db().await;
+    run_browser(empty, "empty", &json!({}), None).await;
 
     let big = TestDb::new("dash_fleet").await;
     let expect = fleet_day(&big).await;
-    run_browser(&big, "perf", &expect, Some("target/dashboard-fleet.png")).await;
-    big.drop_db().await;
+    run_browser(big, "perf", &expect, Some("target/dashboard-fleet.png")).await;
 }
