@@ -181,8 +181,34 @@ END
 $$;
 
 -- The job. See docs/architecture.md for why this is exactly once.
+-- The job's aggregation of raw samples into bins of width w, as a query
+-- returning (server_id, metric_type, width, ts, count, avg, min, max, p80).
+-- Through postgres_fdw it runs entirely on the raw server: per (server,
+-- metric, and a coarser span of 60 bins, so that one group's state stays
+-- small) metricagg_stats_by_bin_packed returns all the group's bins as one
+-- bytea. A few thousand rows cross the connection instead of one text row per
+-- bin (whose timestamp and composite parsing cost more than the insert), and
+-- metricagg_unpack_stats turns them back into bins locally. The span is a
+-- multiple of w from the same origin, so a bin never straddles two groups.
+CREATE OR REPLACE FUNCTION metricagg.bins_query(w interval, source text, predicate text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT format($q$
+        SELECT a.server_id, a.metric_type, %1$L::interval, u.ts, u.count, u.avg, u.min, u.max, u.p80
+        FROM (SELECT server_id, metric_type, metricagg_stats_by_bin_packed(ts, value, %1$L::interval) AS packed
+              FROM %2$s WHERE %3$s
+              GROUP BY server_id, metric_type, metricagg_bin(ts, %4$L::interval)) a
+        CROSS JOIN LATERAL metricagg_unpack_stats(a.packed) u$q$,
+        w, source, predicate,
+        CASE WHEN extract(month FROM w) <> 0 OR extract(year FROM w) <> 0 THEN w * 12 ELSE w * 60 END)
+$$;
+COMMENT ON FUNCTION metricagg.bins_query(interval, text, text) IS
+'The SELECT that metricagg_run_once() inserts into bins for width w from source (a table or foreign table of raw samples) WHERE predicate: the aggregation runs where the samples are, and each (server, metric, 60 bins) comes back as one packed value.';
+
+-- work_mem and hash_mem_multiplier: the aggregation's hash memory in local
+-- mode (the raw database sets the same for the job role, see sql/raw.sql).
 CREATE OR REPLACE FUNCTION metricagg.metricagg_run_once() RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public
+    SET work_mem = '64MB' SET hash_mem_multiplier = 4 AS $$
 DECLARE
     cfg          metricagg.job_config;
     st           metricagg.job_state;
@@ -205,6 +231,8 @@ DECLARE
     raw_rows     bigint := 0;
     written      jsonb := '{}';
     parts        text;
+    fresh        boolean;
+    n_logged     bigint;
 BEGIN
     -- One run at a time; pg_cron queues rather than skips, so say so and leave.
     IF NOT pg_try_advisory_xact_lock(hashtext('metricagg_run_once'), 0) THEN
@@ -242,12 +270,13 @@ BEGIN
     -- widened to whole bins of that width, overlapping ranges merged. (A
     -- one-minute bin never needs a whole hour of raw rows re-read.)
     CREATE TEMP TABLE IF NOT EXISTS pg_temp.metricagg_entries (
-        server_id text, min_ts timestamptz, max_ts timestamptz) ON COMMIT DROP;
+        server_id text, min_ts timestamptz, max_ts timestamptz, row_count bigint) ON COMMIT DROP;
     TRUNCATE pg_temp.metricagg_entries;
     EXECUTE format('INSERT INTO pg_temp.metricagg_entries
-                    SELECT server_id, min_ts, max_ts FROM %s WHERE xid >= $1 AND xid < $2', src_log)
+                    SELECT server_id, min_ts, max_ts, row_count FROM %s WHERE xid >= $1 AND xid < $2', src_log)
         USING st.done_below, horizon;
     GET DIAGNOSTICS n_entries = ROW_COUNT;
+    SELECT coalesce(sum(row_count), 0) INTO n_logged FROM pg_temp.metricagg_entries;
 
     SELECT min(x) INTO finest FROM unnest(cfg.widths) x;
     v_closed_before := now() - cfg.close_grace;
@@ -297,18 +326,25 @@ BEGIN
                       FROM pg_temp.metricagg_work GROUP BY server_id) r
                 GROUP BY 1, 2) g;
         PERFORM metricagg.ensure_bin_partitions(range_lo, range_hi);
+        -- No stored bin of this width anywhere in the range (a first run, a
+        -- backfill): a plain INSERT, without a conflict check per bin. Only
+        -- this job writes bins, under the advisory lock, so none can appear.
+        -- Worth checking only for big runs; small ones just upsert.
+        fresh := n_logged >= 100000
+                 AND NOT EXISTS (SELECT 1 FROM metricagg.bins
+                                 WHERE width = w AND ts >= range_lo AND ts < range_hi);
         EXECUTE format($q$
             WITH ins AS (
                 INSERT INTO metricagg.bins AS b (server_id, metric_type, width, ts, count, avg, min, max, p80)
-                SELECT server_id, metric_type, %1$L::interval, bin, (s).count, (s).avg, (s).min, (s).max, (s).p80
-                FROM (SELECT server_id, metric_type, metricagg_bin(ts, %1$L::interval) AS bin,
-                             metricagg_stats(value) AS s
-                      FROM %2$s WHERE %3$s GROUP BY 1, 2, 3) a
-                ON CONFLICT (server_id, metric_type, width, ts) DO UPDATE
-                    SET count = EXCLUDED.count, avg = EXCLUDED.avg, min = EXCLUDED.min,
-                        max = EXCLUDED.max, p80 = EXCLUDED.p80
+                %1$s
+                %2$s
                 RETURNING b.count)
-            SELECT count(*), coalesce(sum(count), 0) FROM ins$q$, w, src_samples, pred)
+            SELECT count(*), coalesce(sum(count), 0) FROM ins$q$,
+            metricagg.bins_query(w, src_samples, pred),
+            CASE WHEN fresh THEN '' ELSE
+                'ON CONFLICT (server_id, metric_type, width, ts) DO UPDATE
+                    SET count = EXCLUDED.count, avg = EXCLUDED.avg, min = EXCLUDED.min,
+                        max = EXCLUDED.max, p80 = EXCLUDED.p80' END)
             INTO n_bins, n_rows;
         written := written || jsonb_build_object(metricagg.interval_label(w), n_bins);
         raw_rows := raw_rows + n_rows;

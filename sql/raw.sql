@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS metricagg.samples_default PARTITION OF metricagg.samp
 -- maintain, and selective: the job's recomputes of recent or late ranges
 -- read only the block ranges that can hold them.
 CREATE INDEX IF NOT EXISTS samples_ts_brin ON metricagg.samples USING brin (ts) WITH (pages_per_range = 32);
+-- Late rows are the exception: a recompute for a few servers over a past
+-- range would read every server's rows of that range through the BRIN index.
+-- A btree on (server_id, ts) reads only theirs (and serves per-server
+-- queries); it is the one per-row index cost of ingest.
+CREATE INDEX IF NOT EXISTS samples_server_ts ON metricagg.samples (server_id, ts);
 
 COMMENT ON TABLE metricagg.samples IS
 'Raw metric samples. Partitioned by UTC day; NULL, NaN and infinite values are rejected; every INSERT/COPY statement is recorded in metricagg.change_log.';
@@ -219,3 +224,20 @@ GRANT SELECT ON metricagg.samples, metricagg.change_log, metricagg.snapshot_hori
 GRANT DELETE ON metricagg.change_log TO metricagg_job;
 GRANT EXECUTE ON FUNCTION metricagg.drop_old_partitions(interval) TO metricagg_job;
 GRANT SELECT, UPDATE ON metricagg.job_progress TO metricagg_job;
+
+-- The job's session settings in this database (re-running this file resets
+-- them; change them here to tune):
+-- * postgres_fdw runs every query as a cursor, and a cursor is planned for
+--   its first 10% of rows by default: a plan that walks the (server_id, ts)
+--   index in order over a whole day to avoid a sort. The job reads all rows.
+-- * The job's aggregation is one hash aggregate over (server, metric, span of
+--   60 bins) that holds the span's values until the end of its input; the
+--   planner cannot estimate those groups and plans for spilling, so give it
+--   256 MB of hash memory (work_mem × hash_mem_multiplier) before it spills.
+DO $do$
+BEGIN
+    EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET cursor_tuple_fraction = 1', current_database());
+    EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET work_mem = %L', current_database(), '64MB');
+    EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET hash_mem_multiplier = 4', current_database());
+END
+$do$;

@@ -258,7 +258,7 @@ fn datum(state: Option<NonNull<Binned>>, fcinfo: pg_sys::FunctionCallInfo) -> pg
     }
 }
 
-fn binned_arg(d: Option<pg_sys::Datum>) -> Option<NonNull<Binned>> {
+pub(crate) fn binned_arg(d: Option<pg_sys::Datum>) -> Option<NonNull<Binned>> {
     d.and_then(|d| NonNull::new(d.cast_mut_ptr::<Binned>()))
 }
 

@@ -168,3 +168,86 @@ pg_v1_function! {
         }
     }
 }
+
+/// Records of `metricagg_stats_by_bin_packed`: the bin start, then its stats.
+const STATS_RECORD: usize = 48;
+
+pg_v1_function! {
+    /// `metricagg_by_bin_packed_final(internal) → bytea`, the final function of
+    /// `metricagg_stats_by_bin_packed`: the group's bins, ordered by start, as
+    /// a header `u32 version (1), u32 n` and `n` records of `i64 start`
+    /// (microseconds since 1970-01-01 UTC), `i64 count`, `f64 avg, min, max,
+    /// p80`, little-endian. Read back with `metricagg_unpack_stats`.
+    fn metricagg_by_bin_packed_final / pg_finfo_metricagg_by_bin_packed_final (fcinfo) {
+        unsafe {
+            let Some(state) = crate::binned::binned_arg(arg(fcinfo, 0)) else {
+                return pgrx::fcinfo::pg_return_null(fcinfo);
+            };
+            let b = &*state.as_ptr();
+            let mut out = Vec::with_capacity(RESULT_HEADER + 64 * STATS_RECORD);
+            out.extend_from_slice(&VERSION.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            let mut n = 0u32;
+            b.for_each_stats(|start, s| {
+                n += 1;
+                out.extend_from_slice(&(start + PG_EPOCH_US).to_le_bytes());
+                out.extend_from_slice(&s.count.to_le_bytes());
+                for v in [s.avg, s.min, s.max, s.p80] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            });
+            out[4..8].copy_from_slice(&n.to_le_bytes());
+            to_bytea(&out, "metricagg_stats_by_bin_packed")
+        }
+    }
+}
+
+fn bad_packed(detail: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+        "metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value",
+        Some(detail),
+        "Pass the bytea that metricagg_stats_by_bin_packed returned, unchanged.",
+    )
+}
+
+pg_v1_function! {
+    /// `metricagg_unpack_stats(bytea) → SETOF metricagg_bin_stats`: the rows
+    /// of a `metricagg_stats_by_bin_packed` value, in its order.
+    fn metricagg_unpack_stats / pg_finfo_metricagg_unpack_stats (fcinfo) {
+        unsafe {
+            let datum = arg(fcinfo, 0).expect("STRICT: bytea is not NULL");
+            let bytea = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
+            let bytes = pgrx::varlena::varlena_to_byte_slice(bytea);
+            if bytes.len() < RESULT_HEADER {
+                bad_packed(&format!("{} bytes is shorter than the header.", bytes.len()));
+            }
+            let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            if word(0) != VERSION {
+                bad_packed(&format!("Unknown version {}.", word(0)));
+            }
+            let n = word(4) as usize;
+            if bytes.len() != RESULT_HEADER + n * STATS_RECORD {
+                bad_packed(&format!("{} bytes for {n} bins.", bytes.len()));
+            }
+            pg_sys::InitMaterializedSRF(fcinfo, 0);
+            let rsinfo = (*fcinfo).resultinfo.cast::<pg_sys::ReturnSetInfo>();
+            let (store, desc) = ((*rsinfo).setResult, (*rsinfo).setDesc);
+            let mut nulls = [false; 6];
+            for rec in bytes[RESULT_HEADER..].chunks_exact(STATS_RECORD) {
+                let word8 = |at: usize| u64::from_le_bytes(rec[at..at + 8].try_into().expect("8 bytes"));
+                let start = word8(0) as i64 - PG_EPOCH_US;
+                let mut values = [
+                    pg_sys::Datum::from(start),
+                    pg_sys::Datum::from(word8(8) as i64),
+                    pg_sys::Datum::from(word8(16)),
+                    pg_sys::Datum::from(word8(24)),
+                    pg_sys::Datum::from(word8(32)),
+                    pg_sys::Datum::from(word8(40)),
+                ];
+                pg_sys::tuplestore_putvalues(store, desc, values.as_mut_ptr(), nulls.as_mut_ptr());
+            }
+            pg_sys::Datum::from(0usize)
+        }
+    }
+}

@@ -447,7 +447,9 @@ mod tests {
 
     /// Bins of a group computed inside the aggregate equal a GROUP BY over
     /// the bin with PostgreSQL's own aggregates, whatever the input order.
-    fn by_bin_oracle_diff(table: &str, width: &str, origin: Option<&str>) -> String {
+    /// With `packed`, the bins go through `metricagg_stats_by_bin_packed` and
+    /// `metricagg_unpack_stats` instead.
+    fn by_bin_oracle_diff(table: &str, width: &str, origin: Option<&str>, packed: bool) -> String {
         let (agg_origin, bin_origin) = match origin {
             Some(o) => (format!(", '{o}'"), format!("'{o}'")),
             None => (String::new(), "'2000-01-03 00:00:00+00'".to_string()),
@@ -457,10 +459,19 @@ mod tests {
         } else {
             format!("date_bin('{width}', ts, {bin_origin})")
         };
+        let rows = if packed {
+            format!(
+                "SELECT grp, b.* FROM (SELECT grp, metricagg_stats_by_bin_packed(ts, v, '{width}'{agg_origin}) AS p
+                                      FROM {table} GROUP BY grp) g, metricagg_unpack_stats(g.p) b"
+            )
+        } else {
+            format!(
+                "SELECT grp, b.* FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '{width}'{agg_origin}) AS bins
+                                      FROM {table} GROUP BY grp) g, unnest(g.bins) b"
+            )
+        };
         format!(
-            "SELECT * FROM (
-               SELECT grp, b.* FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '{width}'{agg_origin}) AS bins
-                                     FROM {table} GROUP BY grp) g, unnest(g.bins) b) a
+            "SELECT * FROM ({rows}) a
              FULL JOIN (
                SELECT grp, {bin} AS ts, count(v) AS c0, avg(v) AS a0, min(v) AS mn0, max(v) AS mx0,
                       percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS p0
@@ -502,24 +513,41 @@ mod tests {
                 ("1 month", None),
                 ("1 day", None),
             ] {
-                assert_no_rows(
-                    &format!("metricagg_stats_by_bin({width}) on {table}"),
-                    &by_bin_oracle_diff(table, width, origin),
-                )?;
+                for packed in [false, true] {
+                    assert_no_rows(
+                        &format!("metricagg_stats_by_bin({width}) on {table}, packed {packed}"),
+                        &by_bin_oracle_diff(table, width, origin, packed),
+                    )?;
+                }
             }
         }
-        // Bins come back in time order.
-        assert_eq!(
-            count(
-                "SELECT count(*) FROM (SELECT grp, metricagg_stats_by_bin(ts, v, '1 minute') bins FROM shuffled GROUP BY grp) g
-                 WHERE (SELECT array_agg(b.ts ORDER BY o) FROM unnest(g.bins) WITH ORDINALITY b(ts, c, a, mn, mx, p, o))
-                    <> (SELECT array_agg(b.ts ORDER BY b.ts) FROM unnest(g.bins) b)"
-            )?,
-            0
-        );
+        // Bins come back in time order, as an array and unpacked.
+        for (agg, rows) in [
+            ("metricagg_stats_by_bin", "unnest(g.bins)"),
+            (
+                "metricagg_stats_by_bin_packed",
+                "metricagg_unpack_stats(g.bins)",
+            ),
+        ] {
+            assert_eq!(
+                count(&format!(
+                    "SELECT count(*) FROM (SELECT grp, {agg}(ts, v, '1 minute') bins FROM shuffled GROUP BY grp) g
+                     WHERE (SELECT array_agg(b.ts ORDER BY o) FROM {rows} WITH ORDINALITY b(ts, c, a, mn, mx, p, o))
+                        <> (SELECT array_agg(b.ts ORDER BY b.ts) FROM {rows} b)"
+                ))?,
+                0,
+                "{agg}"
+            );
+        }
         assert_eq!(
             text(
                 "SELECT metricagg_stats_by_bin(ts, v, '1 minute')::text FROM ordered WHERE false"
+            )?,
+            None
+        );
+        assert_eq!(
+            text(
+                "SELECT metricagg_stats_by_bin_packed(ts, v, '1 minute')::text FROM ordered WHERE false"
             )?,
             None
         );
@@ -568,6 +596,9 @@ mod tests {
                 "SELECT metricagg_stats_by_bin(t, 1, w) FROM (VALUES (now(), interval '1 minute'), (now(), interval '1 hour')) x(t, w)",
                 "22023: metricagg_stats_by_bin: width and origin must be the same for every row of a group",
             ),
+            ("SELECT * FROM metricagg_unpack_stats('\\x0100')", "22P03: metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value | Pass the bytea"),
+            ("SELECT * FROM metricagg_unpack_stats('\\x0200000000000000')", "22P03: metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value"),
+            ("SELECT * FROM metricagg_unpack_stats('\\x010000000100000000')", "22P03: metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value"),
         ];
         for (query, want) in cases {
             let got = error_of(query)?;
@@ -856,7 +887,7 @@ mod tests {
             "SELECT count(*) FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.deptype = 'e'
                JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'pg_metricagg'
              WHERE p.prokind = 'a'"
-        )? == 8);
+        )? == 10);
         assert_eq!(
             count(
                 "SELECT count(*) FROM pg_proc WHERE proname = 'metricagg_bin'

@@ -17,42 +17,51 @@ async fn assert_equals_oracle(p: &Pipeline, context: &str) {
     assert!(p.bin_count().await > 0, "{context}: no bins at all");
 }
 
-/// The aggregation runs on the raw server: EXPLAIN VERBOSE shows the
-/// GROUP BY and our functions inside the Remote SQL.
+/// The job's aggregation runs on the raw server: EXPLAIN VERBOSE of the very
+/// query `metricagg_run_once()` inserts from shows the GROUP BY and our
+/// functions inside the Remote SQL, and no aggregation on this side.
 #[tokio::test]
 async fn aggregation_is_pushed_down_through_postgres_fdw() {
     let p = Pipeline::new().await;
-    let plan: Vec<String> = p
-        .job
-        .query(
-            "EXPLAIN (VERBOSE, COSTS OFF)
-             SELECT server_id, metric_type, metricagg_bin(ts, '1 minute'), metricagg_stats(value), p80(value)
-             FROM metricagg.raw_samples WHERE ts >= '2025-11-15' AND server_id = ANY ('{srv-1,srv-2}')
-             GROUP BY 1, 2, 3",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
-    let remote = plan
-        .lines()
-        .find(|l| l.contains("Remote SQL"))
-        .unwrap_or_else(|| panic!("{plan}"));
-    assert!(
-        remote.contains("GROUP BY"),
-        "aggregation not pushed down:\n{plan}"
-    );
-    assert!(
-        remote.contains("metricagg_stats(value)") && remote.contains("metricagg_bin("),
-        "{plan}"
-    );
-    assert!(
-        !plan.contains("HashAggregate") && !plan.contains("GroupAggregate"),
-        "local aggregation:\n{plan}"
-    );
+    for width in ["1 minute", "1 hour", "1 month"] {
+        let query: String = p
+            .job
+            .query_one(
+                "SELECT metricagg.bins_query($1::text::interval, 'metricagg.raw_samples',
+                        $$ts >= '2025-11-15' AND ts < '2025-11-16' AND server_id = ANY ('{srv-1,srv-2}')$$)",
+                &[&width],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let plan: Vec<String> = p
+            .job
+            .query(&format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        let remote = plan
+            .lines()
+            .find(|l| l.contains("Remote SQL"))
+            .unwrap_or_else(|| panic!("{plan}"));
+        assert!(
+            remote.contains("GROUP BY"),
+            "{width}: aggregation not pushed down:\n{plan}"
+        );
+        assert!(
+            remote.contains("metricagg_stats_by_bin_packed(ts, value,")
+                && remote.contains("metricagg_bin(ts,")
+                && remote.contains("server_id = ANY"),
+            "{width}: {plan}"
+        );
+        assert!(
+            !plan.contains("HashAggregate") && !plan.contains("GroupAggregate"),
+            "{width}: local aggregation:\n{plan}"
+        );
+    }
 }
 
 /// (a) Random interleavings of inserts (current and late, several servers)
