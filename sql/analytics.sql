@@ -404,6 +404,29 @@ $$;
 COMMENT ON FUNCTION metricagg.recompute_all_bins() IS
 'Every bin recomputed from raw with PostgreSQL''s own date_bin/avg/min/max/percentile_cont: the oracle the tests compare metricagg.bins against.';
 
+-- A counter that every statement changing bins bumps (a statement trigger,
+-- and the retention function below, since dropping a partition fires none).
+-- Readers that cache what they fetched (insights-api) compare it per request.
+CREATE TABLE IF NOT EXISTS metricagg.bins_version (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    version    bigint NOT NULL DEFAULT 0,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO metricagg.bins_version DEFAULT VALUES ON CONFLICT DO NOTHING;
+COMMENT ON TABLE metricagg.bins_version IS
+'Bumped by every statement that inserts, updates, deletes or truncates metricagg.bins, and when retention drops bins: a cache of bins is current while this version is unchanged.';
+
+CREATE OR REPLACE FUNCTION metricagg.bump_bins_version() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, metricagg AS $$
+BEGIN
+    UPDATE metricagg.bins_version SET version = version + 1, changed_at = now();
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS bins_version_bump ON metricagg.bins;
+CREATE TRIGGER bins_version_bump AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON metricagg.bins
+    FOR EACH STATEMENT EXECUTE FUNCTION metricagg.bump_bins_version();
+
 -- Bins retention: drops monthly partitions older than job_config.bins_retention.
 CREATE OR REPLACE FUNCTION metricagg.drop_old_bin_partitions()
 RETURNS SETOF text
@@ -421,6 +444,7 @@ BEGIN
     LOOP
         CONTINUE WHEN part.upper_ts > now() - keep;
         EXECUTE format('DROP TABLE %s', part.rel);
+        UPDATE metricagg.bins_version SET version = version + 1, changed_at = now();
         RETURN NEXT part.rel::text;
     END LOOP;
 END
@@ -441,4 +465,4 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA metricagg FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.metricagg_run_once() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.metricagg_run_once() TO metricagg_job;
 GRANT USAGE ON SCHEMA metricagg TO metricagg_api;
-GRANT SELECT ON metricagg.bins TO metricagg_api;
+GRANT SELECT ON metricagg.bins, metricagg.bins_version TO metricagg_api;

@@ -125,6 +125,11 @@ pub struct Config {
     /// Hours ahead that forecasts cover.
     #[arg(long, env = "FORECAST_HOURS", default_value_t = 6)]
     pub forecast_hours: i64,
+
+    /// Bins that /insights keeps fetched while `metricagg.bins_version` is
+    /// unchanged (about 64 bytes each); 0 fetches on every request.
+    #[arg(long, env = "CACHE_MAX_BINS", default_value_t = 2_000_000)]
+    pub cache_max_bins: usize,
 }
 
 impl Config {

@@ -46,6 +46,23 @@ pub async fn ping(pool: &Pool) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `metricagg.bins_version`: bumped by every statement that changes bins.
+/// `None` when the analytics schema predates it (no caching then).
+pub async fn bins_version(pool: &Pool) -> Result<Option<i64>, ApiError> {
+    let c = pool.get().await?;
+    let stmt = c
+        .prepare_cached("SELECT version FROM metricagg.bins_version")
+        .await;
+    let stmt = match stmt {
+        Ok(stmt) => stmt,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(c.query_opt(&stmt, &[]).await?.map(|r| r.get(0)))
+}
+
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ServerInfo {
     pub server_id: String,

@@ -2,6 +2,7 @@
 //! metricagg bins, narrated by an OpenAI-compatible LLM or a local narrator.
 
 pub mod analysis;
+pub mod cache;
 pub mod config;
 pub mod dashboard;
 pub mod db;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::analysis::{analyse, Analysis, Fact, Params};
+use crate::cache::{DatasetCache, Key};
 use crate::config::Config;
 use crate::db;
 use crate::error::ApiError;
@@ -27,6 +28,7 @@ pub struct Inner {
     pub config: Config,
     pub llm: Option<LlmClient>,
     pub params: Params,
+    pub cache: DatasetCache,
 }
 
 #[derive(Clone)]
@@ -44,11 +46,13 @@ impl AppState {
             forecast_hours: config.forecast_hours.clamp(0, 168),
             ..Params::default()
         };
+        let cache = DatasetCache::new(config.cache_max_bins);
         Ok(AppState(Arc::new(Inner {
             pool,
             config,
             llm,
             params,
+            cache,
         })))
     }
 }
@@ -277,7 +281,35 @@ async fn insights(State(st): State<AppState>, Query(q): Q) -> Result<impl IntoRe
     } else {
         db::STORED_WIDTHS[1]
     };
-    let ds = db::fetch_bins(&st.0.pool, width, start, end, metric).await?;
+    // Reuse what an earlier request fetched while the bins are unchanged.
+    let version = if st.0.cache.enabled() {
+        db::bins_version(&st.0.pool).await?
+    } else {
+        None
+    };
+    let key = Key {
+        width,
+        start,
+        end,
+        metric: metric.map(str::to_string),
+    };
+    let cached = version.and_then(|v| st.0.cache.get(&key, v));
+    let cache_state = match (&cached, version) {
+        (Some(_), _) => "hit",
+        (None, Some(_)) => "miss",
+        (None, None) => "off",
+    };
+    let ds = match cached {
+        Some(ds) => ds,
+        None => {
+            // The version was read first: what is fetched is at least as new.
+            let ds = Arc::new(db::fetch_bins(&st.0.pool, width, start, end, metric).await?);
+            if let Some(v) = version {
+                st.0.cache.put(key, v, Arc::clone(&ds));
+            }
+            ds
+        }
+    };
     let t_db = t0.elapsed();
     let t1 = Instant::now();
     // CPU-bound (tens of ms for 50 servers × 4 metrics × 1 day): off the
@@ -340,6 +372,7 @@ async fn insights(State(st): State<AppState>, Query(q): Q) -> Result<impl IntoRe
         llm,
         timing_ms: json!({
             "db": t_db.as_secs_f64() * 1e3,
+            "db_cache": cache_state,
             "analysis": t_an.as_secs_f64() * 1e3,
             "narrative": t_nar.as_secs_f64() * 1e3,
         }),

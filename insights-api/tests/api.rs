@@ -493,3 +493,70 @@ async fn real_socket_and_openapi() {
     server.abort();
     db.drop_db().await;
 }
+
+/// /insights reuses the bins it fetched while `metricagg.bins_version` is
+/// unchanged, and fetches again (seeing the new bins) once a statement
+/// changes them; with the cache off it always fetches.
+#[tokio::test]
+async fn insights_reuse_fetched_bins_until_they_change() {
+    let db = TestDb::new("cache").await;
+    let all = minute_bins(4, 2);
+    let (first, late): (Vec<Bin>, Vec<Bin>) = all.into_iter().partition(|b| b.server != "srv-4");
+    db.insert(&first).await;
+    let st = db.state();
+    let uri = format!(
+        "/insights?start={}&end={}",
+        ts_str(T0),
+        ts_str(T0 + 2 * 3600)
+    );
+    let (s1, v1) = get(&st, &uri).await;
+    assert_eq!(s1, StatusCode::OK, "{v1}");
+    assert_eq!(v1["timing_ms"]["db_cache"], "miss");
+    let (_, v2) = get(&st, &uri).await;
+    assert_eq!(v2["timing_ms"]["db_cache"], "hit");
+    for field in [
+        "period",
+        "servers",
+        "anomalies",
+        "trends",
+        "facts",
+        "narrative",
+    ] {
+        assert_eq!(v1[field], v2[field], "{field} differs on a cache hit");
+    }
+    // Another metric filter is another entry.
+    let (_, v) = get(&st, &format!("{uri}&metric=cpu")).await;
+    assert_eq!(v["timing_ms"]["db_cache"], "miss");
+
+    // New bins: the version moves, the next request fetches and sees them.
+    db.insert(&late).await;
+    let (_, v3) = get(&st, &uri).await;
+    assert_eq!(v3["timing_ms"]["db_cache"], "miss");
+    assert_eq!(
+        v3["servers"].as_array().unwrap().len(),
+        4,
+        "{}",
+        v3["servers"]
+    );
+    assert_eq!(
+        v3["period"]["bins"].as_i64().unwrap(),
+        v1["period"]["bins"].as_i64().unwrap() * 4 / 3
+    );
+    // A DELETE moves it too.
+    db.admin
+        .execute("DELETE FROM metricagg.bins WHERE server_id = 'srv-4'", &[])
+        .await
+        .unwrap();
+    let (_, v4) = get(&st, &uri).await;
+    assert_eq!(v4["timing_ms"]["db_cache"], "miss");
+    assert_eq!(v4["servers"], v1["servers"]);
+
+    let mut config = Config::for_database(&db.api_url);
+    config.cache_max_bins = 0;
+    let off = AppState::new(config).unwrap();
+    for _ in 0..2 {
+        let (_, v) = get(&off, &uri).await;
+        assert_eq!(v["timing_ms"]["db_cache"], "off");
+    }
+    db.drop_db().await;
+}

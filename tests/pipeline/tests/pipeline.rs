@@ -505,6 +505,18 @@ async fn roles_have_least_privilege() {
         .get(0);
     assert_eq!(n, 8, "4 one-minute and 4 one-hour bins");
     assert!(denied(api.execute("DELETE FROM metricagg.bins", &[]).await).contains("read-only"));
+    // The job's runs moved the bins version, which the api role may read only.
+    let version: i64 = api
+        .query_one("SELECT version FROM metricagg.bins_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(version > 0, "bins_version not bumped by the job's inserts");
+    assert!(denied(
+        api.execute("UPDATE metricagg.bins_version SET version = 0", &[])
+            .await
+    )
+    .contains("read-only"));
     assert!(denied(
         api.execute("SELECT 1 FROM metricagg.raw_samples", &[])
             .await
