@@ -116,6 +116,34 @@ mod tests {
         )
     }
 
+    /// Rows where two bins' statistics disagree. `x` and `y` name their
+    /// (count, avg, min, max, p80) columns: counts must be equal, min, max and
+    /// p80 agree as [`differ`] says, and avg within 1e-12 relative of `y`'s.
+    fn stats_disagree(x: [&str; 5], y: [&str; 5]) -> String {
+        let [xc, xa, xmn, xmx, xp] = x;
+        let [yc, ya, ymn, ymx, yp] = y;
+        format!(
+            "{xc} IS DISTINCT FROM {yc} OR {} OR {} OR {}
+                OR ({xa} = {ya} OR abs({xa} - {ya}) <= 1e-12 * abs({ya})) IS NOT TRUE",
+            differ(xmn, ymn),
+            differ(xmx, ymx),
+            differ(xp, yp),
+        )
+    }
+
+    /// Each query raises an error whose `SQLSTATE: message | hint` starts
+    /// with the expected text.
+    fn assert_errors(cases: &[(&str, &str)]) -> TestResult {
+        for (query, want) in cases {
+            let got = error_of(query)?;
+            assert!(
+                got.starts_with(want),
+                "{query}\n  got:  {got}\n  want: {want}…"
+            );
+        }
+        Ok(())
+    }
+
     #[pg_test]
     fn p80_is_percentile_cont_on_adversarial_groups() -> TestResult {
         make_values_table("vals", 120_000)?;
@@ -476,11 +504,11 @@ mod tests {
                SELECT grp, {bin} AS ts, count(v) AS c0, avg(v) AS a0, min(v) AS mn0, max(v) AS mx0,
                       percentile_cont(0.8) WITHIN GROUP (ORDER BY v) AS p0
                FROM {table} WHERE v IS NOT NULL AND ts IS NOT NULL GROUP BY 1, 2) o USING (grp, ts)
-             WHERE a.count IS DISTINCT FROM o.c0 OR {} OR {} OR {}
-                OR ((a.avg IS NULL AND o.a0 IS NULL) OR a.avg = o.a0 OR abs(a.avg - o.a0) <= 1e-12 * abs(o.a0)) IS NOT TRUE",
-            differ("a.min", "o.mn0"),
-            differ("a.max", "o.mx0"),
-            differ("a.p80", "o.p0"),
+             WHERE {}",
+            stats_disagree(
+                ["a.count", "a.avg", "a.min", "a.max", "a.p80"],
+                ["o.c0", "o.a0", "o.mn0", "o.mx0", "o.p0"],
+            ),
         )
     }
 
@@ -575,11 +603,11 @@ mod tests {
             "parallel by-bin vs serial",
             &format!(
                 "SELECT * FROM by_bin_serial s FULL JOIN (SELECT grp, b.* FROM ({q}) g, unnest(g.bins) b) p USING (grp, ts)
-                 WHERE s.count IS DISTINCT FROM p.count OR {} OR {} OR {}
-                    OR (s.avg = p.avg OR abs(s.avg - p.avg) <= 1e-12 * abs(s.avg)) IS NOT TRUE",
-                differ("s.p80", "p.p80"),
-                differ("s.min", "p.min"),
-                differ("s.max", "p.max"),
+                 WHERE {}",
+                stats_disagree(
+                    ["p.count", "p.avg", "p.min", "p.max", "p.p80"],
+                    ["s.count", "s.avg", "s.min", "s.max", "s.p80"],
+                ),
             ),
         )
     }
@@ -600,14 +628,7 @@ mod tests {
             ("SELECT * FROM metricagg_unpack_stats('\\x0200000000000000')", "22P03: metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value"),
             ("SELECT * FROM metricagg_unpack_stats('\\x010000000100000000')", "22P03: metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value"),
         ];
-        for (query, want) in cases {
-            let got = error_of(query)?;
-            assert!(
-                got.starts_with(want),
-                "{query}\n  got:  {got}\n  want: {want}…"
-            );
-        }
-        Ok(())
+        assert_errors(cases)
     }
 
     /// metricagg_rollup's rows equal GROUP BY server, metric, bin with
@@ -627,11 +648,11 @@ mod tests {
                FROM {table}
                WHERE v IS NOT NULL AND ts IS NOT NULL AND server_id IS NOT NULL AND metric_type IS NOT NULL
                GROUP BY 1, 2, 3) o USING (server_id, metric_type, ts)
-             WHERE a.count IS DISTINCT FROM o.c0 OR {} OR {} OR {}
-                OR ((a.avg IS NULL AND o.a0 IS NULL) OR a.avg = o.a0 OR abs(a.avg - o.a0) <= 1e-12 * abs(o.a0)) IS NOT TRUE",
-            differ("a.min", "o.mn0"),
-            differ("a.max", "o.mx0"),
-            differ("a.p80", "o.p0"),
+             WHERE {}",
+            stats_disagree(
+                ["a.count", "a.avg", "a.min", "a.max", "a.p80"],
+                ["o.c0", "o.a0", "o.mn0", "o.mx0", "o.p0"],
+            ),
         )
     }
 
@@ -702,11 +723,11 @@ mod tests {
             &format!(
                 "SELECT * FROM rollup_serial s FULL JOIN (SELECT r.* FROM ({q}) x, unnest(x.a) r) p
                    USING (server_id, metric_type, ts)
-                 WHERE s.count IS DISTINCT FROM p.count OR {} OR {} OR {}
-                    OR (s.avg = p.avg OR abs(s.avg - p.avg) <= 1e-12 * abs(s.avg)) IS NOT TRUE",
-                differ("s.p80", "p.p80"),
-                differ("s.min", "p.min"),
-                differ("s.max", "p.max"),
+                 WHERE {}",
+                stats_disagree(
+                    ["p.count", "p.avg", "p.min", "p.max", "p.p80"],
+                    ["s.count", "s.avg", "s.min", "s.max", "s.p80"],
+                ),
             ),
         )
     }
@@ -722,14 +743,7 @@ mod tests {
                 "22023: metricagg_rollup: width and origin must be the same for every row",
             ),
         ];
-        for (query, want) in cases {
-            let got = error_of(query)?;
-            assert!(
-                got.starts_with(want),
-                "{query}\n  got:  {got}\n  want: {want}…"
-            );
-        }
-        Ok(())
+        assert_errors(cases)
     }
 
     /// Decodes a `metricagg_pack_bins` result into (ts µs, count, and the
@@ -864,14 +878,7 @@ mod tests {
             ("SELECT metricagg_percentile(v, NULL) FROM (VALUES (NULL::float8)) t(v)", "22004: metricagg_percentile: fraction must not be NULL"),
             ("SELECT metricagg_percentile(v, f) FROM (VALUES (1.0::float8, 0.5::float8), (2.0, 0.9)) t(v, f)", "22023: metricagg_percentile: the fraction must be the same for every row of a group | Pass a constant fraction"),
         ];
-        for (query, want) in cases {
-            let got = error_of(query)?;
-            assert!(
-                got.starts_with(want),
-                "{query}\n  got:  {got}\n  want: {want}…"
-            );
-        }
-        Ok(())
+        assert_errors(cases)
     }
 
     #[pg_test]
