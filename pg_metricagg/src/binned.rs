@@ -334,19 +334,40 @@ pg_v1_function! {
             let mut out = Vec::with_capacity(36 + b.len as usize * 64);
             out.extend_from_slice(&SERIAL_VERSION.to_le_bytes());
             b.serialize_into(&mut out);
-            to_bytea(&out, "metricagg_stats_by_bin")
+            to_bytea(&out, "metricagg_stats_by_bin", Carries::PartialState)
         }
     }
 }
 
-/// Copies a serialized state into a new bytea, refusing more than a varlena holds.
-pub(crate) fn to_bytea(out: &[u8], what: &str) -> pg_sys::Datum {
+/// What a bytea made by [`to_bytea`] carries: it decides the error when the
+/// bytes would not fit.
+#[derive(Clone, Copy)]
+pub(crate) enum Carries {
+    /// A partial aggregate state passed between parallel workers.
+    PartialState,
+    /// An aggregate's result.
+    Result,
+}
+
+/// Copies bytes into a new bytea, refusing more than a varlena holds.
+pub(crate) fn to_bytea(out: &[u8], what: &str, carries: Carries) -> pg_sys::Datum {
     if out.len() + pg_sys::VARHDRSZ > MAX_ALLOC_SIZE {
+        let detail = format!("It takes {} bytes; a bytea holds at most 1 GB.", out.len());
+        let (message, hint) = match carries {
+            Carries::PartialState => (
+                format!("{what}: partial state too large to pass between parallel workers"),
+                "SET max_parallel_workers_per_gather = 0 for this query, or aggregate a narrower time range.",
+            ),
+            Carries::Result => (
+                format!("{what}: result too large for one bytea"),
+                "Aggregate a narrower time range, or group by more columns.",
+            ),
+        };
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            &format!("{what}: partial state too large to pass between parallel workers"),
-            Some(&format!("The state takes {} bytes; a bytea holds at most 1 GB.", out.len())),
-            "SET max_parallel_workers_per_gather = 0 for this query, or aggregate a narrower time range.",
+            &message,
+            Some(&detail),
+            hint,
         );
     }
     let total = out.len() + pg_sys::VARHDRSZ;

@@ -20,7 +20,7 @@ use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
 use crate::agg::{aggregate_context, MAX_ALLOC_SIZE};
-use crate::binned::to_bytea;
+use crate::binned::{to_bytea, Carries};
 use crate::fmgr::{arg, pg_v1_function, raise};
 
 const VERSION: u32 = 1;
@@ -52,13 +52,18 @@ struct Pack {
 const HEADER: usize = size_of::<Pack>();
 
 impl Pack {
+    /// The first of the `cap` record slots after the header.
+    ///
     /// # Safety
-    /// `this` points to a live state whose chunk holds `cap` records.
+    /// `this` points to a live state.
+    unsafe fn data(this: NonNull<Pack>) -> *mut Record {
+        unsafe { this.as_ptr().cast::<u8>().add(HEADER).cast::<Record>() }
+    }
+
+    /// # Safety
+    /// `this` points to a live state whose first `len` records are written.
     unsafe fn records<'a>(this: NonNull<Pack>) -> &'a mut [Record] {
-        unsafe {
-            let data = this.as_ptr().cast::<u8>().add(HEADER).cast::<Record>();
-            std::slice::from_raw_parts_mut(data, (*this.as_ptr()).len)
-        }
+        unsafe { std::slice::from_raw_parts_mut(Pack::data(this), (*this.as_ptr()).len) }
     }
 }
 
@@ -129,8 +134,7 @@ pg_v1_function! {
                 min: float_or_nan(arg(fcinfo, 4)),
                 max: float_or_nan(arg(fcinfo, 5)),
             };
-            let data = state.as_ptr().cast::<u8>().add(HEADER).cast::<Record>();
-            data.add(p.len).write(record);
+            Pack::data(state).add(p.len).write(record);
             p.len += 1;
             pg_sys::Datum::from(state.as_ptr())
         }
@@ -164,7 +168,7 @@ pg_v1_function! {
                 out.extend_from_slice(&r.min.to_le_bytes());
                 out.extend_from_slice(&r.max.to_le_bytes());
             }
-            to_bytea(&out, "metricagg_pack_bins")
+            to_bytea(&out, "metricagg_pack_bins", Carries::Result)
         }
     }
 }
@@ -197,7 +201,7 @@ pg_v1_function! {
                 }
             });
             out[4..8].copy_from_slice(&n.to_le_bytes());
-            to_bytea(&out, "metricagg_stats_by_bin_packed")
+            to_bytea(&out, "metricagg_stats_by_bin_packed", Carries::Result)
         }
     }
 }

@@ -23,7 +23,9 @@ use pgrx::pg_sys;
 use pgrx::{PgMemoryContexts, PgSqlErrorCode};
 
 use crate::agg::aggregate_context;
-use crate::binned::{form_array, form_row, new_binned, result_type, to_bytea, Binned, Reader};
+use crate::binned::{
+    form_array, form_row, new_binned, result_type, to_bytea, Binned, Carries, Reader,
+};
 use crate::binning::report;
 use crate::fmgr::{arg, pg_v1_function, raise};
 use metricagg_core::bin::{BinError, DEFAULT_ORIGIN};
@@ -254,7 +256,7 @@ pg_v1_function! {
                 out.extend_from_slice(&s.key);
                 (*s.bins.as_ptr()).serialize_into(&mut out);
             }
-            to_bytea(&out, "metricagg_rollup")
+            to_bytea(&out, "metricagg_rollup", Carries::PartialState)
         }
     }
 }
