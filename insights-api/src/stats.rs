@@ -69,12 +69,13 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
             (unkey(win[k / 2 - 1]) + unkey(win[k / 2])) / 2.0
         }
     };
+    // The slot of `k` in the sorted window: the first key not below it.
+    let slot = |win: &[u64], k: u64| win.partition_point(|&y| y < k);
     let mut win: Vec<u64> = Vec::with_capacity(2 * h + 2);
     // window for i is [i-h, i+h] ∩ [0, n)
     for &x in xs.iter().take(h.min(n - 1) + 1) {
         let k = key(x);
-        let pos = win.partition_point(|&y| y < k);
-        win.insert(pos, k);
+        win.insert(slot(&win, k), k);
     }
     for i in 0..n {
         out.push(median(&win));
@@ -84,26 +85,24 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
                 // Replace the outgoing key by the incoming one, keeping order.
                 let old = key(xs[i - h]);
                 let new = key(xs[add]);
-                let r = win.partition_point(|&y| y < old);
+                let r = slot(&win, old);
                 if new >= old {
-                    let p = r + win[r + 1..].partition_point(|&y| y < new);
+                    let p = r + slot(&win[r + 1..], new);
                     win.copy_within(r + 1..=p, r);
                     win[p] = new;
                 } else {
-                    let p = win[..r].partition_point(|&y| y < new);
+                    let p = slot(&win[..r], new);
                     win.copy_within(p..r, p + 1);
                     win[p] = new;
                 }
             }
             (true, false) => {
                 let k = key(xs[add]);
-                let pos = win.partition_point(|&y| y < k);
-                win.insert(pos, k);
+                win.insert(slot(&win, k), k);
             }
             (false, true) => {
-                let k = key(xs[i - h]);
-                let pos = win.partition_point(|&y| y < k);
-                win.remove(pos);
+                let r = slot(&win, key(xs[i - h]));
+                win.remove(r);
             }
             (false, false) => {}
         }
