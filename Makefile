@@ -62,8 +62,9 @@ test: $(TEST_TARGETS)
 	@echo "make test: all stages passed ($(TEST_TARGETS))"
 
 # Release build of the extension, installed into the system PostgreSQL.
+# METRICAGG_NO_INSTALL=1 skips it (another checkout installs; see scripts/db.sh).
 install-release:
-	bash scripts/install-extension.sh
+	@if [ -n "$$METRICAGG_NO_INSTALL" ]; then echo "install-release: skipped (METRICAGG_NO_INSTALL)"; else bash scripts/install-extension.sh; fi
 
 db-start:
 	bash scripts/db.sh start

@@ -15,14 +15,17 @@
 #                                        prints its admin URL
 #
 # Settings (environment): METRICAGG_HOME (default <repo>/.metricagg),
-# METRICAGG_PORT (default 5433). Passwords are generated on first start and
+# METRICAGG_PORT (default 5433), METRICAGG_NO_INSTALL=1 (never build or
+# install the extension; use the installed one). Passwords are generated on first start and
 # kept in $METRICAGG_HOME/secrets.env (mode 600, git-ignored).
 # As root, the cluster runs as the `postgres` OS user; otherwise as you.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 PG_MAJOR="${PG_MAJOR:-15}"
-PGBIN="/usr/lib/postgresql/${PG_MAJOR}/bin"
+# PG_CONFIG picks the PostgreSQL installation (default: Debian's for PG_MAJOR).
+PG_CONFIG="${PG_CONFIG:-/usr/lib/postgresql/${PG_MAJOR}/bin/pg_config}"
+PGBIN="$("$PG_CONFIG" --bindir 2>/dev/null || echo "/usr/lib/postgresql/${PG_MAJOR}/bin")"
 MHOME="${METRICAGG_HOME:-$ROOT/.metricagg}"
 PORT="${METRICAGG_PORT:-5433}"
 DATA="$MHOME/data"
@@ -109,6 +112,9 @@ EOF
 # missing or older than its sources (cargo pgrx test installs a debug build).
 install_extension() {
     local libdir so
+    # Several checkouts can share one PostgreSQL installation: one of them
+    # installs, the others set METRICAGG_NO_INSTALL=1.
+    [ -z "${METRICAGG_NO_INSTALL:-}" ] || return 0
     libdir="$("$PGBIN/pg_config" --pkglibdir)"
     so="$libdir/pg_metricagg.so"
     if [ -f "$so" ] && [ -z "$(find "$ROOT/pg_metricagg" "$ROOT/crates" "$ROOT/Cargo.lock" -newer "$so" -type f -print -quit)" ]; then
