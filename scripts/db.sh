@@ -79,6 +79,18 @@ write_preload() {
     } | as_pg tee "$conf" >/dev/null
 }
 
+# Waits (up to 60 s) until a running server accepts connections; returns
+# at once when there is no server (any more: a killed postmaster is gone).
+wait_ready() {
+    local i
+    for i in $(seq 1 120); do
+        is_running || return 0
+        as_pg "$PGBIN/pg_isready" -q -h "$RUN" -p "$PORT" && return 0
+        sleep 0.5
+    done
+    die "PostgreSQL on port $PORT does not accept connections (log: $LOG)"
+}
+
 is_running() {
     [ -f "$DATA/PG_VERSION" ] && as_pg "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
 }
@@ -216,6 +228,8 @@ cmd_start() {
     # Clusters made before the preload file existed: include it (last wins).
     grep -q "metricagg-preload.conf" "$DATA/postgresql.conf" \
         || echo "include_if_exists = 'metricagg-preload.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+    # A server still in crash recovery refuses connections for a while.
+    wait_ready
     if is_running && [ "$(admin_psql postgres -Atc 'SHOW shared_preload_libraries')" != "$want" ]; then
         say "restarting PostgreSQL: shared_preload_libraries is now '$want'"
         as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
@@ -234,7 +248,10 @@ cmd_start() {
 
 cmd_stop() {
     if is_running; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+        # fast: roll back open transactions; a server that does not get
+        # down in time is stopped immediately (recovery at the next start).
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 30 stop >/dev/null \
+            || as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null
         say "stopped"
     else
         say "not running"
