@@ -9,6 +9,8 @@
 # running backends keep the old library, new ones load the new one.
 # (Each file is copied next to its destination, then renamed over it.)
 #
+# Besides the current version's script and the upgrade scripts, the install
+# scripts of released versions are installed (pg_metricagg/sql/released/).
 # The package directory is emptied first, and every file must land in
 # PG_CONFIG's library or extension directory: a package left over from a
 # build for another installation is never installed by accident.
@@ -22,6 +24,9 @@ pkg="target/release/pg_metricagg-pg${PG_MAJOR}"
 rm -rf "$pkg"
 cargo pgrx package -p pg_metricagg --pg-config "$PG_CONFIG" >&2
 [ -d "$pkg" ] || { echo "install-extension: no package at $pkg" >&2; exit 1; }
+# The install scripts of released versions (CREATE EXTENSION ... VERSION,
+# make test-upgrade); pgrx packages only the current one and the upgrades.
+cp pg_metricagg/sql/released/pg_metricagg--*.sql "$pkg$extdir/"
 files="$(cd "$pkg" && find . -type f | sed 's#^\./#/#')"
 while read -r dest; do
     case "$(dirname "$dest")" in
