@@ -77,7 +77,7 @@ impl fmt::Display for DecodeError {
             DecodeError::Truncated { at, len } => {
                 write!(
                     f,
-                    "The value ends at byte {len}, inside a field that starts at byte {at}."
+                    "The value is cut short: its {len} bytes end inside the field at byte {at}."
                 )
             }
             DecodeError::UnknownVersion { found, supported } => write!(
