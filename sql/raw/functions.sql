@@ -310,6 +310,11 @@ GRANT SELECT ON metricagg.ingest_config, metricagg.retired, metricagg.schema_ver
 GRANT DELETE ON metricagg.change_log TO metricagg_job;
 GRANT EXECUTE ON FUNCTION metricagg.drop_old_partitions(interval) TO metricagg_job;
 GRANT SELECT, UPDATE ON metricagg.job_progress TO metricagg_job;
+-- pg_metricagg keeps its packed-format functions from PUBLIC; the job runs
+-- the packed aggregate here, through postgres_fdw.
+GRANT EXECUTE ON FUNCTION public.metricagg_stats_by_bin_packed(timestamptz, double precision, interval),
+                          public.metricagg_stats_by_bin_packed(timestamptz, double precision, interval, timestamptz)
+    TO metricagg_job;
 GRANT SELECT ON metricagg.schema_version TO metricagg_job;
 
 -- The job's session settings in this database (re-running this file resets
