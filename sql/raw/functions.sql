@@ -65,8 +65,9 @@ BEGIN
     END IF;
     IF bad_time THEN
         SELECT * INTO r FROM new_rows n WHERE NOT (n.ts >= lo_bound AND n.ts < hi_bound) LIMIT 1;
-        RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %, value %) is outside the accepted window [%, %)',
-                        r.ts, quote_literal(r.server_id), quote_literal(r.metric_type), r.value, lo_bound, hi_bound
+        RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %, value %) is outside the accepted window [%, now() + %)',
+                        r.ts, quote_literal(r.server_id), quote_literal(r.metric_type), r.value, lo_bound,
+                        (SELECT future_margin FROM metricagg.ingest_config)
             USING ERRCODE = 'check_violation',
                   DETAIL = 'The window is metricagg.ingest_config (min_ts, now() + future_margin).',
                   HINT = 'Check the sending agent''s clock. The window is metricagg.ingest_config (min_ts, now() + future_margin).';
