@@ -32,44 +32,73 @@ COMMENT ON FUNCTION metricagg_bin(timestamp, interval, timestamp) IS
 'Start of the bin of the given width that contains ts, a timestamp without time zone taken as UTC. Same rules as metricagg_bin(timestamptz, interval, timestamptz).';
 
 -------------------------------------------------------------------------------
--- Aggregate support functions (internal state: every value as a sort key)
+-- The state of p80, metricagg_percentile and metricagg_stats: every value as
+-- a sort key. A real type, not internal, so that parallel workers and Citus
+-- workers can aggregate partially and the leader or coordinator combine:
+-- Citus ships it as text (base64 of the binary form).
 -------------------------------------------------------------------------------
 
-CREATE FUNCTION metricagg_values_trans(internal, double precision) RETURNS internal
-    AS 'MODULE_PATHNAME', 'metricagg_values_trans'
-    LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_values_trans(internal, double precision) IS
-'Transition function of p80 and metricagg_stats (internal).';
+CREATE TYPE metricagg_values;
 
-CREATE FUNCTION metricagg_percentile_trans(internal, double precision, double precision) RETURNS internal
-    AS 'MODULE_PATHNAME', 'metricagg_percentile_trans'
-    LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_percentile_trans(internal, double precision, double precision) IS
-'Transition function of metricagg_percentile (internal).';
-
-CREATE FUNCTION metricagg_values_combine(internal, internal) RETURNS internal
-    AS 'MODULE_PATHNAME', 'metricagg_values_combine'
-    LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_values_combine(internal, internal) IS
-'Combine function of the pg_metricagg aggregates: merges two partial states exactly (internal).';
-
-CREATE FUNCTION metricagg_values_serialize(internal) RETURNS bytea
-    AS 'MODULE_PATHNAME', 'metricagg_values_serialize'
+CREATE FUNCTION metricagg_values_in(cstring) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_in'
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_values_serialize(internal) IS
-'Serializes a partial state of the pg_metricagg aggregates for parallel workers (internal).';
+COMMENT ON FUNCTION metricagg_values_in(cstring) IS
+'Input function of metricagg_values: base64 of its binary form, checked.';
 
-CREATE FUNCTION metricagg_values_deserialize(bytea, internal) RETURNS internal
-    AS 'MODULE_PATHNAME', 'metricagg_values_deserialize'
+CREATE FUNCTION metricagg_values_out(metricagg_values) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'metricagg_values_out'
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_values_deserialize(bytea, internal) IS
-'Deserializes a partial state of the pg_metricagg aggregates (internal).';
+COMMENT ON FUNCTION metricagg_values_out(metricagg_values) IS
+'Output function of metricagg_values: base64 of its binary form.';
 
-CREATE FUNCTION metricagg_percentile_final(internal) RETURNS double precision
+CREATE FUNCTION metricagg_values_recv(internal) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_recv'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_recv(internal) IS
+'Binary input function of metricagg_values, checked.';
+
+CREATE FUNCTION metricagg_values_send(metricagg_values) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'metricagg_values_send'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_send(metricagg_values) IS
+'Binary output function of metricagg_values: a version byte and three zero bytes, u32 count, f64 fraction, f64 sum, then the values as order-preserving u64 keys, little-endian.';
+
+CREATE TYPE metricagg_values (
+    INPUT = metricagg_values_in,
+    OUTPUT = metricagg_values_out,
+    RECEIVE = metricagg_values_recv,
+    SEND = metricagg_values_send,
+    INTERNALLENGTH = VARIABLE,
+    ALIGNMENT = double,
+    STORAGE = extended
+);
+COMMENT ON TYPE metricagg_values IS
+'Transition state of p80, metricagg_percentile and metricagg_stats: every value of the group (as an order-preserving key), the percentile fraction and the running sum. At most 134,217,724 values (1 GB). Its text and binary forms carry a format version; input is checked. Not meant for storing.';
+
+CREATE FUNCTION metricagg_values_trans(metricagg_values, double precision) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_add'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_trans(metricagg_values, double precision) IS
+'Transition function of p80 and metricagg_stats (aggregates only).';
+
+CREATE FUNCTION metricagg_percentile_trans(metricagg_values, double precision, double precision) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_percentile_add'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_percentile_trans(metricagg_values, double precision, double precision) IS
+'Transition function of metricagg_percentile (aggregates only).';
+
+CREATE FUNCTION metricagg_values_combine(metricagg_values, metricagg_values) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_merge'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_combine(metricagg_values, metricagg_values) IS
+'Combine function of p80, metricagg_percentile and metricagg_stats: merges two partial states exactly (aggregates only).';
+
+CREATE FUNCTION metricagg_percentile_final(metricagg_values) RETURNS double precision
     AS 'MODULE_PATHNAME', 'metricagg_percentile_final'
     LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_percentile_final(internal) IS
-'Final function of p80 and metricagg_percentile: exact percentile_cont by O(n) selection (internal).';
+COMMENT ON FUNCTION metricagg_percentile_final(metricagg_values) IS
+'Final function of p80 and metricagg_percentile: exact percentile_cont by O(n) selection.';
 
 CREATE TYPE metricagg_stats_result AS (
     count bigint,
@@ -81,11 +110,11 @@ CREATE TYPE metricagg_stats_result AS (
 COMMENT ON TYPE metricagg_stats_result IS
 'Result of metricagg_stats: count, avg, min, max and p80 of a group.';
 
-CREATE FUNCTION metricagg_stats_final(internal) RETURNS metricagg_stats_result
+CREATE FUNCTION metricagg_stats_final(metricagg_values) RETURNS metricagg_stats_result
     AS 'MODULE_PATHNAME', 'metricagg_stats_final'
     LANGUAGE C IMMUTABLE PARALLEL SAFE;
-COMMENT ON FUNCTION metricagg_stats_final(internal) IS
-'Final function of metricagg_stats (internal).';
+COMMENT ON FUNCTION metricagg_stats_final(metricagg_values) IS
+'Final function of metricagg_stats.';
 
 -------------------------------------------------------------------------------
 -- Aggregates
@@ -93,50 +122,45 @@ COMMENT ON FUNCTION metricagg_stats_final(internal) IS
 -- SSPACE is the average state size the planner assumes per group: 512 bytes,
 -- exactly the chunk that holds a one-minute bin of 1 Hz samples. The real
 -- memory lives in the aggregate's memory context, so PostgreSQL accounts for
--- it at run time whatever the bin width.
+-- it at run time whatever the bin width. No SERIALFUNC/DESERIALFUNC: the
+-- state is a real type, which parallel workers pass to the leader as it is.
 -------------------------------------------------------------------------------
 
 CREATE AGGREGATE p80(double precision) (
     SFUNC = metricagg_values_trans,
-    STYPE = internal,
+    STYPE = metricagg_values,
     SSPACE = 512,
     FINALFUNC = metricagg_percentile_final,
     FINALFUNC_MODIFY = READ_ONLY,
     COMBINEFUNC = metricagg_values_combine,
-    SERIALFUNC = metricagg_values_serialize,
-    DESERIALFUNC = metricagg_values_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE p80(double precision) IS
-'80th percentile, exact and bit-identical to percentile_cont(0.8) WITHIN GROUP (ORDER BY value): NULLs ignored, NaN above every number. Parallel safe (combine, serialize, deserialize). NULL for an empty group.';
+'80th percentile, exact and bit-identical to percentile_cont(0.8) WITHIN GROUP (ORDER BY value): NULLs ignored, NaN above every number. Parallel safe and partially aggregated by Citus workers (combine function, state metricagg_values). At most 134 million values per group. NULL for an empty group.';
 
 CREATE AGGREGATE metricagg_percentile(value double precision, fraction double precision) (
     SFUNC = metricagg_percentile_trans,
-    STYPE = internal,
+    STYPE = metricagg_values,
     SSPACE = 512,
     FINALFUNC = metricagg_percentile_final,
     FINALFUNC_MODIFY = READ_ONLY,
     COMBINEFUNC = metricagg_values_combine,
-    SERIALFUNC = metricagg_values_serialize,
-    DESERIALFUNC = metricagg_values_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE metricagg_percentile(double precision, double precision) IS
-'Exact percentile at fraction (0.9 for p90, 0.99 for p99), bit-identical to percentile_cont(fraction) WITHIN GROUP (ORDER BY value). The fraction must be constant within a group, not NULL, and between 0 and 1. Parallel safe.';
+'Exact percentile at fraction (0.9 for p90, 0.99 for p99), bit-identical to percentile_cont(fraction) WITHIN GROUP (ORDER BY value). The fraction must be constant within a group, not NULL, and between 0 and 1. Parallel safe and partially aggregated by Citus workers.';
 
 CREATE AGGREGATE metricagg_stats(value double precision) (
     SFUNC = metricagg_values_trans,
-    STYPE = internal,
+    STYPE = metricagg_values,
     SSPACE = 512,
     FINALFUNC = metricagg_stats_final,
     FINALFUNC_MODIFY = READ_ONLY,
     COMBINEFUNC = metricagg_values_combine,
-    SERIALFUNC = metricagg_values_serialize,
-    DESERIALFUNC = metricagg_values_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE metricagg_stats(double precision) IS
-'count, avg, min, max and p80 of a group in one pass, as a metricagg_stats_result. min, max and p80 are exact (p80 = percentile_cont(0.8)); avg is sum/count as avg(float8). Parallel safe.';
+'count, avg, min, max and p80 of a group in one pass, as a metricagg_stats_result. min, max and p80 are exact (p80 = percentile_cont(0.8)); avg is sum/count as avg(float8). Parallel safe and partially aggregated by Citus workers.';
 
 -------------------------------------------------------------------------------
 -- Statistics of every bin of a group, binned inside the aggregate

@@ -11,6 +11,128 @@
 -- What \dx shows. 0.1.0's scripts/db.sh kept a build hash here.
 COMMENT ON EXTENSION pg_metricagg IS 'UTC time binning and exact, parallel-safe percentile aggregates for server metrics';
 
+-- p80, metricagg_percentile and metricagg_stats get a real transition type,
+-- metricagg_values, instead of internal: Citus partially aggregates only
+-- such aggregates on its workers (it ships the state as text). Their support
+-- functions and transition type cannot be altered, so they are re-created,
+-- with new support functions (0.1.0's C entry points stay in the library
+-- for 0.1.0's SQL). A view that uses one makes the DROP fail, naming the
+-- view: drop the view, update, re-create it.
+DROP AGGREGATE p80(double precision);
+DROP AGGREGATE metricagg_percentile(double precision, double precision);
+DROP AGGREGATE metricagg_stats(double precision);
+DROP FUNCTION metricagg_values_trans(internal, double precision);
+DROP FUNCTION metricagg_percentile_trans(internal, double precision, double precision);
+DROP FUNCTION metricagg_values_combine(internal, internal);
+DROP FUNCTION metricagg_values_serialize(internal);
+DROP FUNCTION metricagg_values_deserialize(bytea, internal);
+DROP FUNCTION metricagg_percentile_final(internal);
+DROP FUNCTION metricagg_stats_final(internal);
+
+CREATE TYPE metricagg_values;
+
+CREATE FUNCTION metricagg_values_in(cstring) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_in'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_in(cstring) IS
+'Input function of metricagg_values: base64 of its binary form, checked.';
+
+CREATE FUNCTION metricagg_values_out(metricagg_values) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'metricagg_values_out'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_out(metricagg_values) IS
+'Output function of metricagg_values: base64 of its binary form.';
+
+CREATE FUNCTION metricagg_values_recv(internal) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_recv'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_recv(internal) IS
+'Binary input function of metricagg_values, checked.';
+
+CREATE FUNCTION metricagg_values_send(metricagg_values) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'metricagg_values_send'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_send(metricagg_values) IS
+'Binary output function of metricagg_values: a version byte and three zero bytes, u32 count, f64 fraction, f64 sum, then the values as order-preserving u64 keys, little-endian.';
+
+CREATE TYPE metricagg_values (
+    INPUT = metricagg_values_in,
+    OUTPUT = metricagg_values_out,
+    RECEIVE = metricagg_values_recv,
+    SEND = metricagg_values_send,
+    INTERNALLENGTH = VARIABLE,
+    ALIGNMENT = double,
+    STORAGE = extended
+);
+COMMENT ON TYPE metricagg_values IS
+'Transition state of p80, metricagg_percentile and metricagg_stats: every value of the group (as an order-preserving key), the percentile fraction and the running sum. At most 134,217,724 values (1 GB). Its text and binary forms carry a format version; input is checked. Not meant for storing.';
+
+CREATE FUNCTION metricagg_values_trans(metricagg_values, double precision) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_add'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_trans(metricagg_values, double precision) IS
+'Transition function of p80 and metricagg_stats (aggregates only).';
+
+CREATE FUNCTION metricagg_percentile_trans(metricagg_values, double precision, double precision) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_percentile_add'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_percentile_trans(metricagg_values, double precision, double precision) IS
+'Transition function of metricagg_percentile (aggregates only).';
+
+CREATE FUNCTION metricagg_values_combine(metricagg_values, metricagg_values) RETURNS metricagg_values
+    AS 'MODULE_PATHNAME', 'metricagg_values_merge'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_values_combine(metricagg_values, metricagg_values) IS
+'Combine function of p80, metricagg_percentile and metricagg_stats: merges two partial states exactly (aggregates only).';
+
+CREATE FUNCTION metricagg_percentile_final(metricagg_values) RETURNS double precision
+    AS 'MODULE_PATHNAME', 'metricagg_percentile_final'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_percentile_final(metricagg_values) IS
+'Final function of p80 and metricagg_percentile: exact percentile_cont by O(n) selection.';
+
+CREATE FUNCTION metricagg_stats_final(metricagg_values) RETURNS metricagg_stats_result
+    AS 'MODULE_PATHNAME', 'metricagg_stats_final'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_stats_final(metricagg_values) IS
+'Final function of metricagg_stats.';
+
+CREATE AGGREGATE p80(double precision) (
+    SFUNC = metricagg_values_trans,
+    STYPE = metricagg_values,
+    SSPACE = 512,
+    FINALFUNC = metricagg_percentile_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_values_combine,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE p80(double precision) IS
+'80th percentile, exact and bit-identical to percentile_cont(0.8) WITHIN GROUP (ORDER BY value): NULLs ignored, NaN above every number. Parallel safe and partially aggregated by Citus workers (combine function, state metricagg_values). At most 134 million values per group. NULL for an empty group.';
+
+CREATE AGGREGATE metricagg_percentile(value double precision, fraction double precision) (
+    SFUNC = metricagg_percentile_trans,
+    STYPE = metricagg_values,
+    SSPACE = 512,
+    FINALFUNC = metricagg_percentile_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_values_combine,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE metricagg_percentile(double precision, double precision) IS
+'Exact percentile at fraction (0.9 for p90, 0.99 for p99), bit-identical to percentile_cont(fraction) WITHIN GROUP (ORDER BY value). The fraction must be constant within a group, not NULL, and between 0 and 1. Parallel safe and partially aggregated by Citus workers.';
+
+CREATE AGGREGATE metricagg_stats(value double precision) (
+    SFUNC = metricagg_values_trans,
+    STYPE = metricagg_values,
+    SSPACE = 512,
+    FINALFUNC = metricagg_stats_final,
+    FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_values_combine,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE metricagg_stats(double precision) IS
+'count, avg, min, max and p80 of a group in one pass, as a metricagg_stats_result. min, max and p80 are exact (p80 = percentile_cont(0.8)); avg is sum/count as avg(float8). Parallel safe and partially aggregated by Citus workers.';
+
 -- metricagg_pack_bins runs in parallel plans now (combine, serialize,
 -- deserialize). An aggregate's support functions cannot be altered, so it is
 -- re-created, privileges included (revoked below; sql/ grants them again).

@@ -24,7 +24,7 @@ use metricagg_core::stats::summarize;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::agg::{aggregate_context, append, new_state, push, state_from_keys, State};
+use crate::agg::{aggregate_context, append, new_state, push, state_from_keys, Growth, State};
 use crate::binning::report;
 use crate::bytea::{bytes_of, decode_failed, new_bytea, Carries, Source, MAX_ALLOC_SIZE};
 use crate::fmgr::{arg, pg_v1_function, raise};
@@ -196,7 +196,7 @@ impl Binned {
         };
         unsafe {
             let slot = &mut *self.bins.add(idx);
-            slot.values = push(slot.values, value);
+            slot.values = push(slot.values, value, Growth::InPlace);
         }
         self.cur = idx as u32;
     }
@@ -275,7 +275,7 @@ impl Binned {
             let state = new_binned(context, d.grid, d.len());
             let b = &mut *state.as_ptr();
             for (i, bin) in d.bins().enumerate() {
-                let values = state_from_keys(context, P80, bin.sum, bin.keys);
+                let values = state_from_keys(context, P80, bin.sum, bin.keys, false);
                 b.bins.add(i).write(Bin {
                     span: bin.span,
                     values,
@@ -310,7 +310,7 @@ impl Binned {
 
 /// Appends the values of `from` to `to`.
 unsafe fn copy_values(to: NonNull<State>, from: NonNull<State>) -> NonNull<State> {
-    unsafe { append(to, State::keys(from), (*from.as_ptr()).sum) }
+    unsafe { append(to, State::keys(from), (*from.as_ptr()).sum, Growth::InPlace) }
 }
 
 #[inline(always)]

@@ -89,6 +89,11 @@ pub(crate) enum Source {
     /// A packed value a function was given as an argument, made by the
     /// named aggregate.
     Argument { made_by: &'static str },
+    /// The text form of a value of the named type.
+    Text { type_name: &'static str },
+    /// The binary form (COPY BINARY, the binary protocol) of a value of the
+    /// named type.
+    Binary { type_name: &'static str },
 }
 
 /// Raises the error for a value that `metricagg_core::codec` refused:
@@ -116,6 +121,14 @@ pub(crate) fn decode_failed(message: &str, err: &DecodeError, source: Source) ->
         (Source::Argument { made_by }, _) => (
             PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
             format!("Pass the bytea that {made_by} returned, unchanged."),
+        ),
+        (Source::Text { type_name }, _) => (
+            PgSqlErrorCode::ERRCODE_INVALID_TEXT_REPRESENTATION,
+            format!("A {type_name} value is the text its output function printed, unchanged."),
+        ),
+        (Source::Binary { type_name }, _) => (
+            PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+            format!("A binary {type_name} value is what its send function wrote, unchanged."),
         ),
     };
     raise(code, message, Some(&detail), &hint)

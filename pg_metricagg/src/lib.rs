@@ -15,6 +15,7 @@ mod bytea;
 mod fmgr;
 mod pack;
 mod rollup;
+mod values;
 
 ::pgrx::pg_module_magic!();
 

@@ -28,6 +28,7 @@ use crate::bin::{BinError, Interval};
 use crate::grid::Grid;
 use crate::percentile::{key, value};
 
+pub mod base64;
 pub mod binned_state;
 pub mod pack_bins;
 pub mod rollup_state;
@@ -69,6 +70,8 @@ pub enum DecodeError {
     GridMismatch { index: usize },
     /// Series `index` has a malformed key.
     SeriesKey { index: usize },
+    /// The text form is not base64 at character `at`.
+    Text { at: usize },
 }
 
 impl fmt::Display for DecodeError {
@@ -116,6 +119,10 @@ impl fmt::Display for DecodeError {
                 "Series {index} has another width or origin than the state."
             ),
             DecodeError::SeriesKey { index } => write!(f, "Series {index} has a malformed key."),
+            DecodeError::Text { at } => write!(
+                f,
+                "Character {at} cannot be there: the text is base64 (A-Z, a-z, 0-9, +, /; = pads the end)."
+            ),
         }
     }
 }
