@@ -20,6 +20,7 @@
 #   scripts/citus.sh drop-db NAME        drops a database on every node
 #   scripts/citus.sh node-stop|node-start NODE
 #                                        one node down and back (the tests' failed worker)
+#   scripts/citus.sh start-workers       starts the workers that are not running
 #
 # Every node is started and provisioned by scripts/db.sh (start-node: the
 # server and the roles; the coordinator gets the full `start`), with the
@@ -91,6 +92,8 @@ is_up() {
 #  * synchronous_commit = local: the same as `on` without synchronous
 #    standbys; a session that wants to wait for one says so (the tests hold
 #    a two-phase commit open that way);
+#  * citus.local_hostname: how a node reaches itself (a shard move does),
+#    over its socket like every other connection between nodes;
 #  * shared_buffers: three instances share this machine.
 # And metricagg_owner may log in: Citus runs DDL on the workers as the role
 # that issues it, and sql/raw.sql creates the schema's functions and views as
@@ -101,6 +104,7 @@ configure_node() {
     node_psql "$node" postgres -c "ALTER ROLE metricagg_owner LOGIN" \
         -c "ALTER SYSTEM SET max_prepared_transactions = 64" \
         -c "ALTER SYSTEM SET citus.max_adaptive_executor_pool_size = 4" \
+        -c "ALTER SYSTEM SET citus.local_hostname = '$(socket_of "$node")'" \
         -c "ALTER SYSTEM SET synchronous_commit = 'local'" \
         -c "ALTER SYSTEM SET shared_buffers = '256MB'" \
         -c "SELECT pg_reload_conf()" >/dev/null
@@ -111,16 +115,31 @@ configure_node() {
     fi
 }
 
+# Runs `FUNCTION NODE ARGS...` for the three nodes at once; fails if any fails.
+on_every_node() {
+    local fn="$1" node pids=() failed=0 pid
+    shift
+    for node in "${NODES[@]}"; do
+        "$fn" "$node" "$@" &
+        pids+=($!)
+    done
+    for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+    [ "$failed" = 0 ] || die "$fn $* failed on a node (see above)"
+}
+
+node_citus_database() { # node db
+    local node="$1" db="$2"
+    if [ "$(node_psql "$node" postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$db'")" = 0 ]; then
+        node_psql "$node" postgres -c "CREATE DATABASE \"$db\"" >/dev/null
+    fi
+    node_psql "$node" "$db" -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
+}
+
 # A database with Citus on every node, the coordinator knowing the workers;
 # tables distributed in it from now on get METRICAGG_CITUS_SHARDS shards.
 citus_database() {
-    local db="$1" node
-    for node in "${NODES[@]}"; do
-        if [ "$(node_psql "$node" postgres -Atc "SELECT count(*) FROM pg_database WHERE datname = '$db'")" = 0 ]; then
-            node_psql "$node" postgres -c "CREATE DATABASE \"$db\"" >/dev/null
-        fi
-        node_psql "$node" "$db" -c "CREATE EXTENSION IF NOT EXISTS citus" >/dev/null
-    done
+    local db="$1"
+    on_every_node node_citus_database "$db"
     node_psql coordinator "$db" -v coordinator="$(socket_of coordinator)" -v coordinator_port="$(port_of coordinator)" \
         -v w1="$(socket_of worker1)" -v w1_port="$(port_of worker1)" \
         -v w2="$(socket_of worker2)" -v w2_port="$(port_of worker2)" -v shards="$SHARDS" <<'SQL' >/dev/null
@@ -191,12 +210,21 @@ cmd_create_db() {
     esac
 }
 
-cmd_drop_db() {
-    local name="${1:-}" node
-    [[ "$name" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "drop-db: NAME must be a lower-case identifier"
-    for node in "${NODES[@]}"; do
-        node_psql "$node" postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
+# Transactions of the database left prepared (an interrupted two-phase
+# commit) are rolled back first: they would keep the database, and hold back
+# the node's horizon for every database on it.
+node_drop_db() { # node db
+    local node="$1" name="$2" gid
+    for gid in $(node_psql "$node" postgres -Atc "SELECT gid FROM pg_prepared_xacts WHERE database = '$name'"); do
+        node_psql "$node" "$name" -c "ROLLBACK PREPARED '$gid'" >/dev/null
     done
+    node_psql "$node" postgres -c "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" >/dev/null
+}
+
+cmd_drop_db() {
+    local name="${1:-}"
+    [[ "$name" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "drop-db: NAME must be a lower-case identifier"
+    on_every_node node_drop_db "$name"
 }
 
 case "${1:-}" in
@@ -210,5 +238,6 @@ case "${1:-}" in
     drop-db) shift; cmd_drop_db "$@" ;;
     node-stop) port_of "${2:?node}" >/dev/null; node_db "$2" stop ;;
     node-start) port_of "${2:?node}" >/dev/null; node_db "$2" start-node ;;
-    *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    start-workers) for node in "${WORKERS[@]}"; do is_up "$node" || node_db "$node" start-node; done ;;
+    *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
