@@ -43,6 +43,30 @@ pub fn citus(args: &[&str]) -> String {
         .to_string()
 }
 
+/// Databases that earlier test processes left behind (killed before their
+/// `Drop` ran) are dropped once per process: a transaction they left
+/// prepared would hold back a worker's horizon for every test after.
+fn drop_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mine = format!("_{}_", std::process::id());
+        let mut names = std::collections::BTreeSet::new();
+        for node in ["coordinator", "worker1", "worker2"] {
+            let listed = citus(&[
+                "psql",
+                node,
+                "postgres",
+                "-Atc",
+                r"SELECT datname FROM pg_database WHERE datname ~ '^t_c(raw|an)_[0-9]+_[0-9]+$'",
+            ]);
+            names.extend(listed.lines().map(str::to_string));
+        }
+        for name in names.iter().filter(|n| !n.contains(&mine)) {
+            citus(&["drop-db", name]);
+        }
+    });
+}
+
 /// `url` with its port replaced.
 fn with_port(url: &str, port: u16) -> String {
     let at = url.rfind('@').expect("URL has credentials");
@@ -89,6 +113,7 @@ pub struct Citus {
 
 impl Citus {
     pub async fn new() -> Citus {
+        drop_leftovers();
         let raw_db = unique("t_craw");
         let analytics_db = unique("t_can");
         let raw_url = citus(&["create-db", "raw", &raw_db]);
