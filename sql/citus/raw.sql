@@ -136,3 +136,34 @@ BEGIN
     EXECUTE format('GRANT CONNECT ON DATABASE %I TO metricagg_owner', current_database());
 END
 $do$;
+
+-- Grants on pg_metricagg's own functions (sql/raw/functions.sql lets the job
+-- run the packed aggregate, which the extension keeps from PUBLIC) belong to
+-- an extension, and Citus does not propagate them: every worker gets the
+-- coordinator's. (Re-apply sql/raw.sql after adding a worker.)
+DO $do$
+DECLARE
+    grants text;
+    bad    record;
+BEGIN
+    SELECT string_agg(format('GRANT EXECUTE ON FUNCTION %I.%I(%s) TO %I',
+                             n.nspname, p.proname, pg_get_function_identity_arguments(p.oid), r.rolname), '; ')
+      INTO grants
+      FROM pg_extension e
+      JOIN pg_depend d ON d.refclassid = 'pg_extension'::regclass AND d.refobjid = e.oid
+                      AND d.classid = 'pg_proc'::regclass AND d.deptype = 'e'
+      JOIN pg_proc p ON p.oid = d.objid
+      JOIN pg_namespace n ON n.oid = p.pronamespace
+      CROSS JOIN LATERAL aclexplode(p.proacl) a
+      JOIN pg_roles r ON r.oid = a.grantee
+     WHERE e.extname = 'pg_metricagg' AND a.privilege_type = 'EXECUTE' AND r.rolname LIKE 'metricagg\_%';
+    IF grants IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT * INTO bad FROM run_command_on_workers(grants) WHERE NOT success LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'sql/citus/raw.sql: granting pg_metricagg''s functions on worker %:% failed: %',
+                        bad.nodename, bad.nodeport, bad.result;
+    END IF;
+END
+$do$;
