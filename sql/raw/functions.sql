@@ -265,6 +265,16 @@ BEGIN
 END
 $$;
 
+-- Retention's lock on a partition it may drop: every writer still inserting
+-- into it holds a conflicting lock until it commits. (sql/citus/raw.sql
+-- replaces it: through a Citus coordinator a COPY locks only the parent.)
+CREATE OR REPLACE FUNCTION metricagg.lock_for_retention(part regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
+BEGIN
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', part);
+END
+$$;
+
 -- Drops day partitions that end before now() - max_age, unless a change the
 -- job has not pruned yet touches them, and records per server the days it
 -- dropped (metricagg.retired).
@@ -298,7 +308,7 @@ BEGIN
         -- conflicting lock until it commits, and its change-log row is only
         -- visible after that. Then never drop what the job has not
         -- aggregated: it prunes the log only below what it has committed.
-        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', part.rel);
+        PERFORM metricagg.lock_for_retention(part.rel);
         CONTINUE WHEN EXISTS (
             SELECT 1 FROM metricagg.change_log l
             WHERE l.max_ts >= lower_ts AND l.min_ts < upper_ts);
