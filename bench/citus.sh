@@ -121,12 +121,21 @@ worker_servers() { # group id
         JOIN pg_dist_placement p ON p.shardid = get_shard_id_for_distribution_column('metricagg.samples', 'srv-' || s)
         WHERE p.groupid = $1"
 }
-aggregate_ms() { # predicate
+# What the job sends through postgres_fdw for the 1-minute width (the Remote
+# SQL of its query), run as the job role on the raw side. On the single node
+# it runs serially, as the FDW cursor does.
+remote_sql() { # job_url predicate
+    local q
+    q="$(psql "$1" -XAt -c "SELECT metricagg.bins_query('1 minute', 'metricagg.raw_samples', \$p\$$2\$p\$)")"
+    psql "$1" -XAt -c "EXPLAIN (VERBOSE, COSTS OFF) $q" | grep -oP '^\s*Remote SQL: \K.*'
+}
+aggregate_ms() { # job_url raw_db predicate [settings]
     local q best="" t
-    q="$(psql "$C_JOB" -XAt -c "SELECT metricagg.bins_query('1 minute', 'metricagg.samples', \$p\$$1\$p\$)")"
+    q="$(remote_sql "$1" "$3")"
     for _ in 1 2 3; do
-        # The last Execution Time is the coordinator's (each task reports its own).
-        t=$(coordinator "$C_RAW" -At -c "SET jit = off" -c "EXPLAIN (ANALYZE, TIMING OFF) $q" | grep -oP 'Execution Time: \K[0-9.]+' | tail -1)
+        # The last Execution Time is the coordinator's (Citus's tasks report their own).
+        t=$(psql "${1%/*}/$2" -XAt -c "SET jit = off" ${4:+-c "$4"} -c "EXPLAIN (ANALYZE, TIMING OFF) $q" |
+            grep -oP 'Execution Time: \K[0-9.]+' | tail -1)
         best=$(min "$best" "$t")
     done
     echo "$best"
@@ -136,18 +145,11 @@ per_worker=""
 for g in $groups; do
     list="$(worker_servers "$g")"
     n=$(tr ',' '\n' <<<"$list" | grep -c .)
-    t=$(aggregate_ms "server_id = ANY ('{$list}')")
+    t=$(aggregate_ms "$C_JOB" "$C_RAW" "server_id = ANY ('{$list}')")
     per_worker+="$(printf '%-34s %10s %10s' "  worker group $g alone ($n servers)" "" "$t")"$'\n'
 done
-both_ms=$(aggregate_ms "true")
-# The same query on the single node, serial as the job's FDW cursor runs it.
-q="$(psql "$S_JOB" -XAt -c "SELECT metricagg.bins_query('1 minute', 'metricagg.samples', 'true')")"
-single_agg_ms=""
-for _ in 1 2 3; do
-    t=$(single "$S_RAW" -At -c "SET jit = off" -c "SET max_parallel_workers_per_gather = 0" \
-        -c "EXPLAIN (ANALYZE, TIMING OFF) $q" | grep -oP 'Execution Time: \K[0-9.]+')
-    single_agg_ms=$(min "$single_agg_ms" "$t")
-done
+both_ms=$(aggregate_ms "$C_JOB" "$C_RAW" "true")
+single_agg_ms=$(aggregate_ms "$S_JOB" "$S_RAW" "true" "SET max_parallel_workers_per_gather = 0")
 
 psql "$S_INGEST" -Xq -c "$(rows 22500 24999 1 5)" -c "$(rows 25000 25124 1 100)"
 psql "$C_INGEST" -Xq -c "$(rows 22500 24999 1 5)" -c "$(rows 25000 25124 1 100)"

@@ -83,6 +83,20 @@ END
 $$;
 ALTER FUNCTION metricagg.partition_servers(regclass) OWNER TO metricagg_owner;
 
+-- Retention's lock before it checks the log and drops a day partition: a
+-- COPY through the coordinator locks only the parent `samples` there, not
+-- the partition, and holds that lock until the workers have committed. So retention waits for every writer in flight and keeps
+-- new ones out until it commits (a daily pause of ingest for as long as the
+-- drops take), then locks the partition itself.
+CREATE OR REPLACE FUNCTION metricagg.lock_for_retention(part regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
+BEGIN
+    LOCK TABLE metricagg.samples IN SHARE MODE;
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', part);
+END
+$$;
+ALTER FUNCTION metricagg.lock_for_retention(regclass) OWNER TO metricagg_owner;
+
 -- Every node's snapshot horizon, read at once: the coordinator's here, each
 -- worker's over a connection of its own (run_command_on_workers, as the
 -- calling role). Every transaction of a node below its horizon has ended, so
@@ -126,7 +140,8 @@ CREATE OR REPLACE VIEW metricagg.snapshot_horizon AS
     SELECT node, horizon FROM metricagg.citus_horizons();
 ALTER VIEW metricagg.snapshot_horizon OWNER TO metricagg_owner;
 
-REVOKE ALL ON FUNCTION metricagg.citus_horizons(), metricagg.citus_node(), metricagg.partition_servers(regclass) FROM PUBLIC;
+REVOKE ALL ON FUNCTION metricagg.citus_horizons(), metricagg.citus_node(), metricagg.partition_servers(regclass),
+                        metricagg.lock_for_retention(regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION metricagg.citus_horizons() TO metricagg_job;
 GRANT EXECUTE ON FUNCTION metricagg.citus_node() TO metricagg_ingest, metricagg_job;
 GRANT SELECT ON metricagg.snapshot_horizon TO metricagg_job;

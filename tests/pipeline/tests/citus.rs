@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use futures_util::SinkExt;
+
 use metricagg_pipeline_tests::citus::{citus, strings, Citus};
 use metricagg_pipeline_tests::*;
 use tokio_postgres::Client;
@@ -638,8 +640,54 @@ async fn retention_drops_distributed_partitions_once_processed() {
     let dropped: Vec<String> = c.p.raw.query_one(drop, &[]).await.unwrap().get(0);
     assert!(dropped.is_empty(), "dropped unprocessed {dropped:?}");
     c.run_once().await;
-    c.assert_equals_oracle("before retention").await;
     c.run_once().await; // prunes what the first run consumed
+
+    // A late COPY into that day is still loading when retention runs: a COPY
+    // through the coordinator locks only the parent table there, and
+    // retention must still wait for it, then see its log entry and keep the day.
+    let late_ts: String =
+        c.p.raw
+            .query_one(
+                "SELECT to_timestamp($1::float8 + 700)::text",
+                &[&(old as f64)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    let mut loader = c.p.ingest_client().await;
+    let tx = loader.transaction().await.unwrap();
+    let sink = tx
+        .copy_in("COPY metricagg.samples (server_id, metric_type, ts, value) FROM STDIN")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from(format!("srv-{b}\tcpu\t{late_ts}\t1\n")))
+        .await
+        .unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 1);
+    let admin = connect(&with_db(&env("RAW_DATABASE_URL"), &c.p.raw_db)).await;
+    let retention = tokio::spawn(async move {
+        admin
+            .query_one(drop, &[])
+            .await
+            .map(|r| r.get::<_, Vec<String>>(0))
+    });
+    wait_until(
+        &c.p.raw,
+        "SELECT count(*) > 0 FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%drop_old_partitions%'",
+        "retention to wait for the COPY in flight",
+    )
+    .await;
+    tx.commit().await.unwrap();
+    let dropped = retention.await.unwrap().unwrap();
+    assert!(
+        dropped.is_empty(),
+        "dropped the day a COPY was loading: {dropped:?}"
+    );
+    c.run_once().await;
+    c.assert_equals_oracle("before retention").await;
+    c.run_once().await;
     let dropped: Vec<String> = c.p.raw.query_one(drop, &[]).await.unwrap().get(0);
     assert_eq!(dropped.len(), 1, "{dropped:?}");
     assert_eq!(c.p.raw_count().await, 0);
