@@ -143,6 +143,22 @@ async fn each_worker_logs_its_own_node_and_local_transaction_ids() {
             .await
             .unwrap_err();
     assert!(db_message(&err).contains("permission denied"), "{err:?}");
+    for w in &c.workers {
+        let settings = strings(
+            &w.raw,
+            "SELECT array_to_string(setconfig, ' ') FROM pg_db_role_setting
+             WHERE setrole = 'metricagg_job'::regrole
+               AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await;
+        assert!(
+            settings.len() == 1
+                && settings[0].contains("max_parallel_workers_per_gather=0")
+                && settings[0].contains("hash_mem_multiplier=4"),
+            "{}: the job's settings are not there: {settings:?}",
+            w.name
+        );
+    }
     let job_raw = connect(&with_db(&env("JOB_DATABASE_URL"), &c.p.raw_db)).await;
     let err = job_raw
         .execute(
@@ -482,12 +498,31 @@ async fn a_worker_stopped_during_a_run_fails_it_cleanly() {
 /// The job's query goes to the coordinator through postgres_fdw with its
 /// GROUP BY, and the coordinator runs that grouping on the workers, shard by
 /// shard: nothing is aggregated on the analytics side or on the coordinator.
+/// Planned as the job's role is (its settings hold on the workers): one
+/// serial aggregate per shard.
 #[tokio::test]
 async fn the_job_aggregation_runs_on_the_workers() {
     let c = Citus::new().await;
     let servers = c.servers_on_each(2).await;
     insert_samples(&c.p.ingest, &servers, T0, 900, 1).await;
-    c.p.raw
+    for w in &c.workers {
+        let settings = strings(
+            &w.raw,
+            "SELECT array_to_string(setconfig, ' ') FROM pg_db_role_setting
+             WHERE setrole = 'metricagg_job'::regrole
+               AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .await;
+        assert!(
+            settings.len() == 1
+                && settings[0].contains("max_parallel_workers_per_gather=0")
+                && settings[0].contains("hash_mem_multiplier=4"),
+            "{}: the job's settings are not there: {settings:?}",
+            w.name
+        );
+    }
+    let job_raw = connect(&with_db(&env("JOB_DATABASE_URL"), &c.p.raw_db)).await;
+    job_raw
         .batch_execute("SET citus.explain_all_tasks = on")
         .await
         .unwrap();
@@ -519,7 +554,7 @@ async fn the_job_aggregation_runs_on_the_workers() {
             "{width}: not pushed to the coordinator:\n{plan}"
         );
         // What the coordinator does with that query.
-        let dist = strings(&c.p.raw, &format!("EXPLAIN (VERBOSE, COSTS OFF) {remote}")).await;
+        let dist = strings(&job_raw, &format!("EXPLAIN (VERBOSE, COSTS OFF) {remote}")).await;
         assert!(
             dist[0].starts_with("Custom Scan (Citus Adaptive)"),
             "{width}: the coordinator does more than gather:\n{}",
@@ -539,12 +574,13 @@ async fn the_job_aggregation_runs_on_the_workers() {
             .skip(1)
             .filter(|task| {
                 task.contains("Aggregate")
+                    && !task.contains("Gather")
                     && task.contains("metricagg_stats_by_bin_packed(samples.ts, samples.value")
             })
             .count();
         assert_eq!(
             per_shard, 4,
-            "{width}: not aggregated in every shard:\n{dist}"
+            "{width}: not one serial aggregate in every shard:\n{dist}"
         );
     }
     c.run_once().await;
