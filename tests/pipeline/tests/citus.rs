@@ -143,22 +143,6 @@ async fn each_worker_logs_its_own_node_and_local_transaction_ids() {
             .await
             .unwrap_err();
     assert!(db_message(&err).contains("permission denied"), "{err:?}");
-    for w in &c.workers {
-        let settings = strings(
-            &w.raw,
-            "SELECT array_to_string(setconfig, ' ') FROM pg_db_role_setting
-             WHERE setrole = 'metricagg_job'::regrole
-               AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .await;
-        assert!(
-            settings.len() == 1
-                && settings[0].contains("max_parallel_workers_per_gather=0")
-                && settings[0].contains("hash_mem_multiplier=4"),
-            "{}: the job's settings are not there: {settings:?}",
-            w.name
-        );
-    }
     let job_raw = connect(&with_db(&env("JOB_DATABASE_URL"), &c.p.raw_db)).await;
     let err = job_raw
         .execute(
