@@ -102,6 +102,16 @@ CREATE TRIGGER samples_log_changes
 -- the job through postgres_fdw in the same remote transaction as the log and
 -- the samples. One server: one node, 0. (sql/citus/ replaces this view with
 -- one row per worker.)
+-- Version 1's view had the horizon alone: CREATE OR REPLACE VIEW cannot put
+-- a column before it, so that view is dropped first.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('metricagg.snapshot_horizon')
+                                            AND attnum = 1 AND attname = 'horizon') THEN
+        DROP VIEW metricagg.snapshot_horizon;
+    END IF;
+END
+$$;
 CREATE OR REPLACE VIEW metricagg.snapshot_horizon AS
     SELECT 0 AS node, pg_snapshot_xmin(pg_current_snapshot()) AS horizon;
 
