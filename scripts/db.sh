@@ -4,6 +4,8 @@
 # together with postgres_fdw exactly as two separate servers would be.
 #
 #   scripts/db.sh start                  init (first time), start, install, set up; idempotent
+#   scripts/db.sh start-node             the same without the two databases: the server and
+#                                        the roles only (a Citus node, see scripts/citus.sh)
 #   scripts/db.sh stop | status | destroy
 #   scripts/db.sh env                    export lines for RAW/ANALYTICS/INGEST/API/JOB_DATABASE_URL
 #   scripts/db.sh psql DB [psql args]    psql as the administrator
@@ -19,6 +21,7 @@
 # TimescaleDB, when installed, is preloaded (beside pg_cron), and analytics
 # databases then keep bins in a hypertable; METRICAGG_BINS_ENGINE=native|
 # timescaledb|auto (default auto) chooses for databases created from now on.
+# METRICAGG_PRELOAD overrides the preloaded list (Citus nodes: citus first).
 #
 # Settings (environment): METRICAGG_HOME (default <repo>/.metricagg),
 # METRICAGG_PORT (default 5433), METRICAGG_NO_INSTALL=1 (never build or
@@ -66,6 +69,7 @@ admin_psql() {
 # Written at every start; a running server whose list differs is restarted.
 preload_libraries() {
     local libdir
+    if [ -n "${METRICAGG_PRELOAD:-}" ]; then echo "$METRICAGG_PRELOAD"; return; fi
     libdir="$("$PGBIN/pg_config" --pkglibdir)"
     if [ -f "$libdir/timescaledb.so" ]; then echo "timescaledb,pg_cron"; else echo "pg_cron"; fi
 }
@@ -239,7 +243,7 @@ url() { # user password db
     printf 'postgres://%s:%s@127.0.0.1:%s/%s' "$1" "$2" "$PORT" "$3"
 }
 
-cmd_start() {
+start_node() {
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL ${PG_MAJOR} is not installed: run 'make deps'"
     [ -f "$DATA/PG_VERSION" ] || init_cluster
     install_extension
@@ -262,6 +266,10 @@ cmd_start() {
             || { tail -20 "$LOG" >&2; die "PostgreSQL did not start"; }
     fi
     setup_roles
+}
+
+cmd_start() {
+    start_node
     setup_raw "$RAW_DB"
     setup_analytics "$ANALYTICS_DB" "$RAW_DB"
     say "ready: raw=$RAW_DB analytics=$ANALYTICS_DB on 127.0.0.1:$PORT ('make db-env' prints the URLs)"
@@ -335,11 +343,12 @@ cmd_create_db() {
 
 case "${1:-}" in
     start) cmd_start ;;
+    start-node) start_node ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
     destroy) cmd_destroy ;;
     env) cmd_env ;;
     psql) shift; db="${1:?psql: database}"; shift; admin_psql "$db" "$@" ;;
     create-db) shift; cmd_create_db "$@" ;;
-    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -22,3 +22,9 @@ SELECT NOT metricagg.schema_has('raw', 2) AS todo \gset
 \endif
 
 \ir raw/functions.sql
+
+-- On a Citus coordinator, distribute the schema (samples by server_id).
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') AS on_citus \gset
+\if :on_citus
+\ir citus/raw.sql
+\endif

@@ -31,29 +31,31 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, metricagg, publi
 DECLARE
     lo_bound   timestamptz;
     hi_bound   timestamptz;
+    servers    text[];
+    los        timestamptz[];
+    his        timestamptz[];
+    counts     bigint[];
     bad_name   boolean;
     bad_time   boolean;
-    in_retired boolean;
+    hit_ids    text[];
+    hit_days   tstzmultirange[];
     r          record;
 BEGIN
     SELECT c.min_ts, now() + c.future_margin INTO lo_bound, hi_bound FROM metricagg.ingest_config c;
-    WITH g AS (
-        SELECT server_id, metric_type, min(ts) AS lo, max(ts) AS hi, count(*) AS n
-        FROM new_rows GROUP BY server_id, metric_type),
-    s AS (
-        SELECT server_id, min(lo) AS lo, max(hi) AS hi, sum(n)::bigint AS n,
-               bool_and(metricagg.valid_name(metric_type)) AND metricagg.valid_name(server_id) AS names_ok
-        FROM g GROUP BY server_id),
-    ins AS (
-        INSERT INTO metricagg.change_log (server_id, min_ts, max_ts, row_count)
-        SELECT server_id, lo, hi, n FROM s
-        RETURNING server_id, min_ts, max_ts)
-    SELECT bool_or(NOT s.names_ok),
-           bool_or(s.lo < lo_bound OR s.hi >= hi_bound),
-           bool_or(EXISTS (SELECT 1 FROM metricagg.retired t
-                           WHERE t.server_id = s.server_id AND t.days && tstzrange(s.lo, s.hi, '[]')))
-      INTO bad_name, bad_time, in_retired
-      FROM s JOIN ins USING (server_id);
+    -- Only local queries read the transition table; the log is written from
+    -- arrays. On Citus (sql/citus/raw.sql) this runs on each shard, where
+    -- change_log and retired are Citus tables, and a Citus statement cannot
+    -- read a transition table.
+    SELECT array_agg(server_id), array_agg(lo), array_agg(hi), array_agg(n),
+           bool_or(NOT names_ok), bool_or(lo < lo_bound OR hi >= hi_bound)
+      INTO servers, los, his, counts, bad_name, bad_time
+      FROM (SELECT server_id, min(lo) AS lo, max(hi) AS hi, sum(n)::bigint AS n,
+                   bool_and(metricagg.valid_name(metric_type)) AND metricagg.valid_name(server_id) AS names_ok
+            FROM (SELECT server_id, metric_type, min(ts) AS lo, max(ts) AS hi, count(*) AS n
+                  FROM new_rows GROUP BY server_id, metric_type) g
+            GROUP BY server_id) s;
+    INSERT INTO metricagg.change_log (server_id, min_ts, max_ts, row_count)
+    SELECT * FROM unnest(servers, los, his, counts);
     IF bad_name THEN
         SELECT * INTO r FROM new_rows n
         WHERE NOT (metricagg.valid_name(n.server_id) AND metricagg.valid_name(n.metric_type)) LIMIT 1;
@@ -72,8 +74,11 @@ BEGIN
                   DETAIL = 'The window is metricagg.ingest_config (min_ts, now() + future_margin).',
                   HINT = 'Check the sending agent''s clock. The window is metricagg.ingest_config (min_ts, now() + future_margin).';
     END IF;
-    IF in_retired THEN
-        SELECT n.* INTO r FROM new_rows n JOIN metricagg.retired t USING (server_id)
+    SELECT array_agg(t.server_id), array_agg(t.days) INTO hit_ids, hit_days
+      FROM metricagg.retired t, unnest(servers, los, his) s(server_id, lo, hi)
+     WHERE t.server_id = s.server_id AND t.days && tstzrange(s.lo, s.hi, '[]');
+    IF hit_ids IS NOT NULL THEN
+        SELECT n.* INTO r FROM new_rows n JOIN unnest(hit_ids, hit_days) t(server_id, days) USING (server_id)
         WHERE t.days @> n.ts LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %) falls in a day whose raw samples retention already dropped',
@@ -178,12 +183,15 @@ COMMENT ON FUNCTION metricagg.ensure_partitions(timestamptz, timestamptz) IS
 'Creates the day partitions of metricagg.samples covering [from_ts, to_ts) within the ingest window (and up to a week past it), moving rows out of the default partition. Safe to call concurrently. Returns the number created.';
 
 -- Rows present in [from_ts, to_ts) for the given servers: lets the ingest
--- role check for overlaps without SELECT on the samples.
+-- role check for overlaps without SELECT on the samples. (PL/pgSQL: Citus
+-- cannot plan a SQL function's parameters.)
 CREATE OR REPLACE FUNCTION metricagg.count_samples(from_ts timestamptz, to_ts timestamptz, server_ids text[])
 RETURNS bigint
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
-    SELECT count(*) FROM metricagg.samples
-    WHERE ts >= from_ts AND ts < to_ts AND server_id = ANY (server_ids)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM metricagg.samples
+            WHERE ts >= from_ts AND ts < to_ts AND server_id = ANY (server_ids));
+END
 $$;
 COMMENT ON FUNCTION metricagg.count_samples(timestamptz, timestamptz, text[]) IS
 'Number of samples in [from_ts, to_ts) for the given servers (for overlap checks by the ingest role).';
@@ -251,6 +259,32 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, metricagg, public, p
 $$;
 COMMENT ON FUNCTION metricagg.release_load() IS 'Releases every load claim of this session. Returns how many.';
 
+-- The servers that have samples in a partition of samples: a loose scan of
+-- the (server_id, ts) index, one probe per server instead of one row per
+-- sample. (sql/citus/raw.sql replaces it: Citus cannot run a recursive query
+-- over a distributed table.)
+CREATE OR REPLACE FUNCTION metricagg.partition_servers(part regclass) RETURNS SETOF text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        WITH RECURSIVE s(id) AS (
+            SELECT min(server_id) FROM %1$s
+            UNION ALL
+            SELECT (SELECT min(server_id) FROM %1$s WHERE server_id > s.id) FROM s WHERE s.id IS NOT NULL)
+        SELECT id FROM s WHERE id IS NOT NULL$q$, part);
+END
+$$;
+
+-- Retention's lock on a partition it may drop: every writer still inserting
+-- into it holds a conflicting lock until it commits. (sql/citus/raw.sql
+-- replaces it: through a Citus coordinator a COPY locks only the parent.)
+CREATE OR REPLACE FUNCTION metricagg.lock_for_retention(part regclass) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
+BEGIN
+    EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', part);
+END
+$$;
+
 -- Drops day partitions that end before now() - max_age, unless a change the
 -- job has not pruned yet touches them, and records per server the days it
 -- dropped (metricagg.retired).
@@ -284,21 +318,13 @@ BEGIN
         -- conflicting lock until it commits, and its change-log row is only
         -- visible after that. Then never drop what the job has not
         -- aggregated: it prunes the log only below what it has committed.
-        EXECUTE format('LOCK TABLE %s IN ACCESS EXCLUSIVE MODE', part.rel);
+        PERFORM metricagg.lock_for_retention(part.rel);
         CONTINUE WHEN EXISTS (
             SELECT 1 FROM metricagg.change_log l
             WHERE l.max_ts >= lower_ts AND l.min_ts < upper_ts);
-        -- The servers that had samples that day (a loose scan of the
-        -- (server_id, ts) index: one probe per server, not per row).
-        EXECUTE format($q$
-            WITH RECURSIVE s(id) AS (
-                SELECT min(server_id) FROM %1$s
-                UNION ALL
-                SELECT (SELECT min(server_id) FROM %1$s WHERE server_id > s.id) FROM s WHERE s.id IS NOT NULL)
-            INSERT INTO metricagg.retired AS t (server_id, days)
-            SELECT id, tstzmultirange(tstzrange(%2$L, %3$L)) FROM s WHERE id IS NOT NULL
-            ON CONFLICT (server_id) DO UPDATE SET days = t.days + EXCLUDED.days$q$,
-            part.rel, lower_ts, upper_ts);
+        INSERT INTO metricagg.retired AS t (server_id, days)
+        SELECT id, tstzmultirange(tstzrange(lower_ts, upper_ts)) FROM metricagg.partition_servers(part.rel) id
+        ON CONFLICT (server_id) DO UPDATE SET days = t.days + EXCLUDED.days;
         dropped := part.rel::text;   -- its name, while it still has one
         EXECUTE format('DROP TABLE %s', part.rel);
         RETURN NEXT dropped;

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio_postgres::{Client, GenericClient, NoTls};
 
+pub mod citus;
+
 /// The value of an environment variable the harness needs.
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
