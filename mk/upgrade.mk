@@ -8,5 +8,8 @@ TEST_TARGETS += test-upgrade
 .PHONY: test-upgrade
 
 # install-release installs the released install scripts too (pg_metricagg/sql/released/).
-test-upgrade: install-release db-start
+# The cluster is started in the recipe, not by the db-start prerequisite: make runs
+# a prerequisite once per invocation, and test-demo (earlier in `make test`) stops it.
+test-upgrade: install-release
+	bash scripts/db.sh start
 	bash scripts/test-upgrade.sh
