@@ -119,7 +119,8 @@ bad=$(psql_admin "$AN" -At -c "SELECT count(*) FROM metricagg.bins b FULL JOIN m
 
 # COPY 1M rows from a file, with and without the change-log trigger, into a
 # day partition of its own that is emptied before every run.
-COPY_DAY="$(psql_admin postgres -Atc "SELECT (date_trunc('day', now()) + interval '3 days')::date")"
+# (Five days ago: inside the ingest window, and no other data of this run there.)
+COPY_DAY="$(psql_admin postgres -Atc "SELECT (date_trunc('day', now()) - interval '5 days')::date")"
 psql "$INGEST" -Xqc "SELECT metricagg.ensure_partitions('$COPY_DAY', timestamptz '$COPY_DAY' + interval '1 day')" >/dev/null
 COPY_PART="metricagg.samples_$(date -d "$COPY_DAY" +%Y%m%d)"
 tmpdir="$(mktemp -d)"; chmod 777 "$tmpdir"   # the server (postgres OS user) writes and reads it

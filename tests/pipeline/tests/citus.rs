@@ -574,9 +574,9 @@ async fn the_job_aggregation_runs_on_the_workers() {
 /// Fleet-wide ad-hoc percentiles through the coordinator, across both
 /// workers: p80 and metricagg_stats equal percentile_cont bit for bit, per
 /// metric and per metric and minute. Per server, Citus runs them wholly on
-/// the workers. (Across servers Citus 13 ships the values to the
-/// coordinator: it cannot combine an aggregate whose state type is
-/// `internal`; see docs/citus.md.)
+/// the workers; across servers the workers aggregate partially and the
+/// coordinator combines (their state type, metricagg_values, has text I/O,
+/// which Citus needs to ship partial states; see docs/citus.md).
 #[tokio::test]
 async fn fleet_wide_percentiles_equal_percentile_cont() {
     let c = Citus::new().await;
@@ -626,6 +626,30 @@ async fn fleet_wide_percentiles_equal_percentile_cont() {
             && task.contains("metricagg_stats(value)")
             && task.contains("GROUP BY"),
         "per-server aggregation not pushed down:\n{plan}"
+    );
+    // Fleet-wide (per metric, across servers): every worker aggregates its
+    // shards partially (pg_metricagg's varlena state crosses as text) and the
+    // coordinator combines the partial states, for all three aggregates.
+    let plan = strings(
+        &c.p.raw,
+        "EXPLAIN (VERBOSE, COSTS OFF) SELECT metric_type, p80(value), metricagg_stats(value),
+                metricagg_percentile(value, 0.99) FROM metricagg.samples GROUP BY 1",
+    )
+    .await
+    .join("\n");
+    let task = plan
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Query: "))
+        .unwrap_or_else(|| panic!("{plan}"));
+    for agg in ["p80(", "metricagg_stats(", "metricagg_percentile("] {
+        assert!(
+            task.contains("worker_partial_agg") && task.contains(agg),
+            "{agg}: not aggregated partially on the workers:\n{plan}"
+        );
+    }
+    assert!(
+        plan.matches("coord_combine_agg").count() >= 3,
+        "partial states not combined on the coordinator:\n{plan}"
     );
     c.run_once().await;
     c.assert_equals_oracle("fleet-wide").await;
