@@ -8,30 +8,21 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, StatusCode};
 use common::*;
 use insights_api::config::Config;
 use insights_api::{app, AppState};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 async fn call(
     state: &AppState,
     uri: &str,
     etag: Option<&str>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let mut req = Request::get(uri);
-    if let Some(e) = etag {
-        req = req.header(header::IF_NONE_MATCH, e);
+    match etag {
+        Some(e) => common::call(state, uri, &[(header::IF_NONE_MATCH.as_str(), e)]).await,
+        None => common::call(state, uri, &[]).await,
     }
-    let resp = app(state.clone())
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .expect("router answers");
-    let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
-    (parts.status, parts.headers, bytes.to_vec())
 }
 
 async fn get_json(state: &AppState, uri: &str) -> (StatusCode, Value) {
