@@ -67,7 +67,7 @@ export FUZZ_SERVERS=srv-1,srv-2,srv-3 FUZZ_METRICS=cpu,memory FUZZ_DATA_START="$
 export PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=fuzz_api_hooks
 
 status=0
-SCHEMATHESIS_TELEMETRY=false "$ST" run "http://127.0.0.1:$PORT/openapi.json" \
+SCHEMATHESIS_TELEMETRY=false "$ST" --config-file scripts/fuzz-api.toml run "http://127.0.0.1:$PORT/openapi.json" \
     --header "Authorization: Bearer $TOKEN" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,ignored_auth,unsupported_method,error_bodies_are_json \
     --mode all --phases examples,coverage,fuzzing \
