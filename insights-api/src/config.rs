@@ -138,7 +138,7 @@ pub struct Config {
     pub openai_model: String,
 
     /// Timeout of one LLM request, in seconds.
-    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 30)]
+    #[arg(long, env = "LLM_TIMEOUT_SECS", default_value_t = 15)]
     pub llm_timeout_secs: u64,
 
     /// Attempts on 429/5xx (including the first).

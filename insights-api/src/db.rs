@@ -255,6 +255,48 @@ pub async fn ping(c: &Conn) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The job's health (`metricagg.job_health`), as /health shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct JobHealth {
+    /// The job's last run, whether or not it found work.
+    pub last_run_at: Option<PgTime>,
+    /// The last run that consumed changes or wrote bins.
+    pub last_work_at: Option<PgTime>,
+    /// Change-log entries set aside (metricagg.quarantine) and not released.
+    pub quarantined: i64,
+    pub last_quarantined_at: Option<PgTime>,
+    /// `timescaledb` or `native`.
+    pub bins_engine: Option<String>,
+}
+
+/// `None` when the analytics schema predates `metricagg.job_health`.
+pub async fn job_health(c: &Conn) -> Result<Option<JobHealth>, ApiError> {
+    let r = c
+        .run(c.query_opt(
+            "SELECT last_run_at, last_work_at, quarantined, last_quarantined_at, bins_engine
+               FROM metricagg.job_health",
+            &[],
+        ))
+        .await;
+    let r = match r {
+        Ok(r) => r,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    r.map(|r| {
+        Ok(JobHealth {
+            last_run_at: col(&r, 0)?,
+            last_work_at: col(&r, 1)?,
+            quarantined: col(&r, 2)?,
+            last_quarantined_at: col(&r, 3)?,
+            bins_engine: col(&r, 4)?,
+        })
+    })
+    .transpose()
+}
+
 /// `metricagg.bins_version`: bumped by every statement that changes bins.
 /// `None` when the analytics schema predates it (no caching then).
 pub async fn bins_version(c: &Conn) -> Result<Option<i64>, ApiError> {

@@ -323,9 +323,11 @@ impl LlmClient {
                 .body(payload.clone());
             let exchange = tokio::spawn(exchange(call, self.timeout, self.key.clone(), slot));
             let (status, retry_after, text) = match tokio::time::timeout(left, exchange).await {
-                Err(_) => return Err(LlmError::Budget(format!(
+                Err(_) => {
+                    return Err(LlmError::Budget(format!(
                     "attempt {attempt} still running after {left:?}; it finishes in the background"
-                ))),
+                )))
+                }
                 Ok(Err(e)) => {
                     return Err(LlmError::Transport(format!("the call's task failed: {e}")))
                 }

@@ -160,7 +160,12 @@ fn schemas() -> Value {
     json!({
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["status", "code", "message"], "properties": {
             "status": {"type": "integer", "minimum": 400, "maximum": 599}, "code": {"type": "string", "enum": ApiError::CODES}, "message": {"type": "string"}}}}},
-        "Health": {"type": "object", "required": ["status", "database", "llm_mode"], "properties": {"status": {"type": "string", "enum": ["ok"]}, "database": {"type": "string", "enum": ["ok"]}, "llm_mode": {"type": "string", "enum": ["openai", "mock"]}}},
+        "Health": {"type": "object", "required": ["status", "database", "llm_mode"], "properties": {
+            "status": {"type": "string", "enum": ["ok", "degraded"], "description": "degraded: change-log entries wait in quarantine (see job.quarantined and message)."},
+            "database": {"type": "string", "enum": ["ok"]}, "llm_mode": {"type": "string", "enum": ["openai", "mock"]}, "message": nullable("string"),
+            "job": {"type": "object", "nullable": true, "description": "metricagg.job_health; null on a schema without it.", "properties": {
+                "last_run_at": {"type": "string", "nullable": true}, "last_work_at": {"type": "string", "nullable": true}, "quarantined": {"type": "integer", "minimum": 0},
+                "last_quarantined_at": {"type": "string", "nullable": true}, "bins_engine": {"type": "string", "nullable": true}}}}},
         "Servers": {"type": "object", "required": ["count", "servers"], "properties": {"count": {"type": "integer", "minimum": 0}, "message": nullable("string"), "servers": {"type": "array", "items": {"type": "object", "required": ["server_id", "metrics", "first_bin", "last_bin", "bins"], "properties": {
             "server_id": {"type": "string"}, "metrics": {"type": "array", "items": {"type": "string"}}, "first_bin": pg_ts(), "last_bin": pg_ts(), "bins": {"type": "integer", "minimum": 1}}}}}},
         "Periods": {"type": "object", "required": ["width", "gap_bins", "count", "periods"], "properties": {"width": {"type": "string"}, "gap_bins": {"type": "integer"}, "count": {"type": "integer", "minimum": 0}, "message": nullable("string"), "periods": {"type": "array", "items": {"type": "object", "properties": {

@@ -61,6 +61,9 @@ async fn openapi(Query(NoQuery): Query<NoQuery>) -> Json<Value> {
     Json(crate::openapi::document())
 }
 
+/// The service, its database and the job that feeds it. `status` is
+/// `degraded` (still 200) while change-log entries wait in quarantine: the
+/// bins are current except for what was set aside.
 #[tracing::instrument(skip_all)]
 async fn health(
     State(st): State<AppState>,
@@ -68,9 +71,22 @@ async fn health(
 ) -> Result<Json<Value>, ApiError> {
     let c = db::connect(&st.0.pool).await?;
     db::ping(&c).await?;
-    Ok(Json(
-        json!({"status": "ok", "database": "ok", "llm_mode": st.0.config.effective_llm_mode().as_str()}),
-    ))
+    let job = db::job_health(&c).await?;
+    drop(c);
+    let quarantined = job.as_ref().map_or(0, |j| j.quarantined);
+    let message = (quarantined > 0).then(|| {
+        format!(
+            "{quarantined} change-log entries are quarantined: their samples are not in the bins \
+             (see metricagg.quarantine in the analytics database)"
+        )
+    });
+    Ok(Json(json!({
+        "status": if quarantined > 0 { "degraded" } else { "ok" },
+        "database": "ok",
+        "llm_mode": st.0.config.effective_llm_mode().as_str(),
+        "job": job,
+        "message": message,
+    })))
 }
 
 #[tracing::instrument(skip_all)]

@@ -63,6 +63,30 @@ async fn health_servers_periods() {
     let (s, v) = get(&st, "/health").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["database"], "ok");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["job"]["quarantined"], 0, "{v}");
+    assert!(v["job"]["bins_engine"].is_string(), "{v}");
+    // entries in quarantine: degraded, still 200, with the count
+    db.admin
+        .batch_execute(
+            "INSERT INTO metricagg.quarantine (node, xid, server_id, min_ts, max_ts, row_count, reason)
+             VALUES (1, '100', 'srv-x', 'infinity', 'infinity', 1, 'test'),
+                    (1, '101', 'srv-y', '2001-01-01', '2001-01-01', 3, 'test')",
+        )
+        .await
+        .unwrap();
+    let (s, v) = get(&st, "/health").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["job"]["quarantined"], 2);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 change-log entries"),
+        "{v}"
+    );
+    assert!(v["job"]["last_quarantined_at"].is_string(), "{v}");
 
     let (s, v) = get(&st, "/servers").await;
     assert_eq!(s, StatusCode::OK);
