@@ -306,10 +306,15 @@ GRANT EXECUTE ON FUNCTION metricagg.claim_load(text[], timestamptz, timestamptz)
 GRANT EXECUTE ON FUNCTION metricagg.valid_name(text) TO metricagg_ingest, metricagg_job;
 GRANT SELECT ON metricagg.samples, metricagg.change_log, metricagg.snapshot_horizon,
                 metricagg.anomaly_labels, metricagg.retired, metricagg.ingest_config TO metricagg_job;
-GRANT SELECT ON metricagg.ingest_config, metricagg.schema_version TO metricagg_ingest;
+GRANT SELECT ON metricagg.ingest_config, metricagg.retired, metricagg.schema_version TO metricagg_ingest;
 GRANT DELETE ON metricagg.change_log TO metricagg_job;
 GRANT EXECUTE ON FUNCTION metricagg.drop_old_partitions(interval) TO metricagg_job;
 GRANT SELECT, UPDATE ON metricagg.job_progress TO metricagg_job;
+-- pg_metricagg keeps its packed-format functions from PUBLIC; the job runs
+-- the packed aggregate here, through postgres_fdw.
+GRANT EXECUTE ON FUNCTION public.metricagg_stats_by_bin_packed(timestamptz, double precision, interval),
+                          public.metricagg_stats_by_bin_packed(timestamptz, double precision, interval, timestamptz)
+    TO metricagg_job;
 GRANT SELECT ON metricagg.schema_version TO metricagg_job;
 
 -- The job's session settings in this database (re-running this file resets
