@@ -176,10 +176,12 @@ const FLEET_TARGET_POINTS: i64 = 720;
 const FLEET_MAX_POINTS: i64 = 20_000;
 
 /// The automatic width of `/fleet`: the finest of a few round widths that
-/// keeps the grid within `FLEET_TARGET_POINTS`.
-pub fn fleet_width(range_secs: i64) -> i64 {
+/// keeps the grid within `FLEET_TARGET_POINTS` and is a multiple of a stored
+/// width.
+pub fn fleet_width(widths: &db::StoredWidths, range_secs: i64) -> i64 {
     const NICE: [i64; 10] = [60, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400, 604800];
     NICE.into_iter()
+        .filter(|&w| widths.source_for(w).is_some())
         .find(|w| range_secs / w <= FLEET_TARGET_POINTS)
         .unwrap_or(NICE[NICE.len() - 1])
 }
@@ -192,8 +194,14 @@ async fn fleet(
     State(st): State<AppState>,
     Query(q): Query<FleetQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let width = q.width.unwrap_or_else(|| fleet_width(q.range.secs()));
-    let (s_al, e_al) = q.range.aligned(width);
+    let c = db::connect(&st.0.pool).await?;
+    let widths = db::meta(&c).await?.widths;
+    let width = match q.width {
+        Some(w) => w,
+        None => fleet_width(&widths, q.range.secs()),
+    };
+    let source = crate::routes::source_width(&widths, width)?;
+    let (s_al, e_al) = q.range.aligned(width)?;
     let slots = (e_al - s_al) / width;
     if slots > FLEET_MAX_POINTS {
         return Err(ApiError::BadRequest(format!(
@@ -202,12 +210,9 @@ async fn fleet(
         )));
     }
     let metric = q.metric;
-    let source = db::source_width(width);
-    let rows = {
-        let c = db::connect(&st.0.pool).await?;
-        crate::routes::check_server_metric(&c, None, Some(&metric)).await?;
-        db::fleet(&c, &metric, (utc(s_al), utc(e_al)), width, source).await?
-    };
+    crate::routes::check_server_metric(&c, None, Some(&metric)).await?;
+    let rows = db::fleet(&c, &metric, (utc(s_al), utc(e_al)), width, source).await?;
+    drop(c);
     // Each server is a column of `slots` values, each at least `null,`:
     // refuse before building what MAX_RESPONSE_BYTES would refuse after.
     let n_servers = rows
@@ -264,11 +269,22 @@ mod tests {
 
     #[test]
     fn automatic_fleet_width() {
-        assert_eq!(fleet_width(3600), 60);
-        assert_eq!(fleet_width(12 * 3600), 60);
-        assert_eq!(fleet_width(24 * 3600), 300);
-        assert_eq!(fleet_width(7 * 86400), 900);
-        assert_eq!(fleet_width(31 * 86400), 3600 * 2);
+        let w = |s: &[i64]| {
+            let widths = s
+                .iter()
+                .map(|&x| metricagg_core::bin::Width::from_secs(x).unwrap());
+            db::StoredWidths::new(widths).unwrap()
+        };
+        let default = w(&[60, 3600]);
+        assert_eq!(fleet_width(&default, 3600), 60);
+        assert_eq!(fleet_width(&default, 12 * 3600), 60);
+        assert_eq!(fleet_width(&default, 24 * 3600), 300);
+        assert_eq!(fleet_width(&default, 7 * 86400), 900);
+        assert_eq!(fleet_width(&default, 31 * 86400), 3600 * 2);
+        // only multiples of what is stored
+        let coarse = w(&[900, 86400]);
+        assert_eq!(fleet_width(&coarse, 3600), 900);
+        assert_eq!(fleet_width(&coarse, 24 * 3600), 900);
     }
 
     #[test]

@@ -22,14 +22,12 @@ use serde::{Serialize, Serializer};
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
+use metricagg_core::bin::{
+    civil_from_days, Interval, Width, PG_EPOCH_UNIX_SECS, USECS_PER_DAY, USECS_PER_SEC,
+};
+use metricagg_core::codec::pack_bins;
+
 use crate::error::ApiError;
-
-/// Widths the pipeline stores by default, finest first (seconds).
-pub const STORED_WIDTHS: [i64; 2] = [60, 3600];
-
-/// Origin of fixed-width bins: Monday 2000-01-03 00:00 UTC, as `metricagg_bin`
-/// and TimescaleDB's `time_bucket`.
-pub const BIN_ORIGIN_EPOCH: i64 = 946_857_600;
 
 /// The one pooled connection of a request.
 ///
@@ -134,25 +132,31 @@ fn col<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> Result<T, ApiError> {
     })
 }
 
-/// A bin width or other fixed interval, sent to PostgreSQL as an `interval`
-/// (whole seconds).
+/// A bin width sent to PostgreSQL as an `interval` (months, or microseconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Secs(pub i64);
+pub struct PgWidth(pub Width);
 
-impl ToSql for Secs {
+impl PgWidth {
+    /// A fixed width of `secs` seconds (validated by the caller).
+    pub fn secs(secs: i64) -> PgWidth {
+        PgWidth(Width::from_secs(secs).unwrap_or(Width::Micros(USECS_PER_SEC)))
+    }
+}
+
+impl ToSql for PgWidth {
     fn to_sql(
         &self,
         _: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         // interval: i64 microseconds, i32 days, i32 months
-        let micros = self
-            .0
-            .checked_mul(1_000_000)
-            .ok_or("interval out of range")?;
+        let (micros, months) = match self.0 {
+            Width::Micros(us) => (us, 0),
+            Width::Months(m) => (0, m),
+        };
         out.extend_from_slice(&micros.to_be_bytes());
         out.extend_from_slice(&0i32.to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
+        out.extend_from_slice(&months.to_be_bytes());
         Ok(IsNull::No)
     }
     fn accepts(ty: &Type) -> bool {
@@ -161,8 +165,25 @@ impl ToSql for Secs {
     to_sql_checked!();
 }
 
-/// Seconds from 1970-01-01 to 2000-01-01 (PostgreSQL's epoch).
-const PG_EPOCH_SECS: i64 = 946_684_800;
+/// An `interval` read from PostgreSQL, as its three stored fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgInterval(pub Interval);
+
+impl<'a> FromSql<'a> for PgInterval {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        let raw: [u8; 16] = raw.try_into().map_err(|_| "an interval is 16 bytes")?;
+        let (micros, rest) = raw.split_at(8);
+        let (days, months) = rest.split_at(4);
+        Ok(PgInterval(Interval {
+            micros: i64::from_be_bytes(micros.try_into()?),
+            days: i32::from_be_bytes(days.try_into()?),
+            months: i32::from_be_bytes(months.try_into()?),
+        }))
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+}
 
 /// A `timestamptz` as PostgreSQL holds it: any value, `±infinity` included.
 /// Serialized as RFC 3339 in UTC (`2025-11-15T10:00:00Z`), with a signed
@@ -207,26 +228,16 @@ impl std::fmt::Display for PgTime {
             PgTime::At(us) => us,
         };
         // Unix seconds fit an i64 for every PostgreSQL timestamp.
-        let secs = us.div_euclid(1_000_000) + PG_EPOCH_SECS;
-        let frac = us.rem_euclid(1_000_000);
+        let secs = us.div_euclid(USECS_PER_SEC) + PG_EPOCH_UNIX_SECS;
+        let frac = us.rem_euclid(USECS_PER_SEC);
         if let Some(t) = DateTime::<Utc>::from_timestamp(secs, (frac * 1000) as u32) {
             if (1..=9999).contains(&chrono::Datelike::year(&t)) {
                 return f.write_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true));
             }
         }
-        // Past 9999 (PostgreSQL reaches 294276 AD, chrono stops at 262143):
-        // the civil date from the day number (H. Hinnant's civil_from_days).
-        let days = secs.div_euclid(86_400);
+        // Past 9999 (PostgreSQL reaches 294276 AD, chrono stops at 262143).
+        let (y, m, d) = civil_from_days(us.div_euclid(USECS_PER_DAY));
         let tod = secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let d = doy - (153 * mp + 2) / 5 + 1;
-        let m = if mp < 10 { mp + 3 } else { mp - 9 };
-        let y = yoe + era * 400 + i64::from(m <= 2);
         let sign = if y < 0 { '-' } else { '+' };
         write!(
             f,
@@ -297,23 +308,75 @@ pub async fn job_health(c: &Conn) -> Result<Option<JobHealth>, ApiError> {
     .transpose()
 }
 
-/// `metricagg.bins_version`: bumped by every statement that changes bins.
-/// `None` when the analytics schema predates it (no caching then).
-pub async fn bins_version(c: &Conn) -> Result<Option<i64>, ApiError> {
-    let stmt = c
-        .run(c.prepare_cached("SELECT version FROM metricagg.bins_version"))
-        .await;
-    let stmt = match stmt {
-        Ok(stmt) => stmt,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-            return Ok(None)
+/// The fixed bin widths the job stores (`metricagg.job_config.widths`), in
+/// seconds, finest first. Month widths (calendar bins) are left out: the
+/// API's aggregation and analysis need fixed ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredWidths(Vec<i64>);
+
+impl StoredWidths {
+    /// From the configured widths; an error when none is fixed.
+    pub fn new(widths: impl IntoIterator<Item = Width>) -> Result<StoredWidths, ApiError> {
+        let mut secs: Vec<i64> = widths.into_iter().filter_map(Width::as_secs).collect();
+        secs.sort_unstable();
+        secs.dedup();
+        if secs.is_empty() {
+            return Err(ApiError::Internal(
+                "metricagg.job_config.widths holds no fixed width of whole seconds".into(),
+            ));
         }
-        Err(e) => return Err(e.into()),
-    };
-    match c.run(c.query_opt(&stmt, &[])).await? {
-        Some(r) => Ok(Some(col(&r, 0)?)),
-        None => Ok(None),
+        Ok(StoredWidths(secs))
     }
+
+    pub fn finest(&self) -> i64 {
+        self.0[0]
+    }
+
+    pub fn all(&self) -> &[i64] {
+        &self.0
+    }
+
+    /// The stored width to aggregate a requested width from: the largest
+    /// stored width that divides it; `None` when none does.
+    pub fn source_for(&self, width: i64) -> Option<i64> {
+        self.0.iter().rev().copied().find(|s| width % s == 0)
+    }
+
+    /// The names of the stored widths: `1 minute, 1 hour`.
+    pub fn names(&self) -> String {
+        self.0
+            .iter()
+            .map(|&w| crate::params::width_name(w))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// What a request reads before its bins: the bins version (bumped by every
+/// statement that changes bins) and the stored widths.
+#[derive(Clone, Debug)]
+pub struct Meta {
+    pub version: i64,
+    pub widths: StoredWidths,
+}
+
+pub async fn meta(c: &Conn) -> Result<Meta, ApiError> {
+    let stmt = c
+        .run(c.prepare_cached(
+            "SELECT (SELECT version FROM metricagg.bins_version), (SELECT widths FROM metricagg.job_config)",
+        ))
+        .await?;
+    let r = c.run(c.query_one(&stmt, &[])).await?;
+    let version: Option<i64> = col(&r, 0)?;
+    let widths: Option<Vec<PgInterval>> = col(&r, 1)?;
+    let widths = widths
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|PgInterval(i)| i.width().ok());
+    Ok(Meta {
+        version: version.unwrap_or(0),
+        widths: StoredWidths::new(widths)?,
+    })
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -334,14 +397,14 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     key(a).cmp(&key(b)).then_with(|| a.cmp(b))
 }
 
-/// Servers with bins of the finest stored width.
-pub async fn servers(c: &Conn) -> Result<Vec<ServerInfo>, ApiError> {
+/// Servers with bins of `width` (the finest stored width).
+pub async fn servers(c: &Conn, width: i64) -> Result<Vec<ServerInfo>, ApiError> {
     let rows = c
         .run(c.query(
             "SELECT server_id, array_agg(DISTINCT metric_type ORDER BY metric_type), min(ts), max(ts), count(*)
                FROM metricagg.bins WHERE width = $1
               GROUP BY server_id",
-            &[&Secs(STORED_WIDTHS[0])],
+            &[&PgWidth::secs(width)],
         ))
         .await?;
     let mut out = rows
@@ -395,7 +458,7 @@ pub struct Period {
 /// Contiguous periods with data at `width`; a gap longer than `gap_bins`
 /// bins splits a period. Bins at ±infinity (which no job writes) are left out.
 pub async fn periods(c: &Conn, width: i64, gap_bins: i64) -> Result<Vec<Period>, ApiError> {
-    let gap = Secs(width.saturating_mul(gap_bins.max(0).saturating_add(1)));
+    let gap = PgWidth::secs(width.saturating_mul(gap_bins.max(0).saturating_add(1)));
     let rows = c
         .run(c.query(
             "WITH d AS (
@@ -409,7 +472,7 @@ pub async fn periods(c: &Conn, width: i64, gap_bins: i64) -> Result<Vec<Period>,
              SELECT min(ts), max(ts), count(*), sum(n)::bigint,
                     (SELECT array_agg(DISTINCT s) FROM p p2, unnest(p2.srv) s WHERE p2.pid = p.pid)
                FROM p GROUP BY pid ORDER BY pid",
-            &[&Secs(width), &gap],
+            &[&PgWidth::secs(width), &gap],
         ))
         .await?;
     rows.iter()
@@ -440,27 +503,6 @@ pub struct Point {
     pub p80: Option<f64>,
 }
 
-/// The stored width to aggregate from for a requested width: the largest
-/// stored width that divides it.
-pub fn source_width(width: i64) -> i64 {
-    STORED_WIDTHS
-        .iter()
-        .rev()
-        .copied()
-        .find(|s| width % s == 0)
-        .unwrap_or(STORED_WIDTHS[0])
-}
-
-/// Floors `t` to a multiple of `width` from the bin origin.
-pub fn floor_to_bin(t: i64, width: i64) -> i64 {
-    BIN_ORIGIN_EPOCH + (t - BIN_ORIGIN_EPOCH).div_euclid(width) * width
-}
-
-/// The bin origin as a time (a parameter of the `date_bin` calls).
-fn origin() -> DateTime<Utc> {
-    crate::params::utc(BIN_ORIGIN_EPOCH)
-}
-
 /// One series at `width`, aggregated from `source` (a stored width dividing
 /// `width`): count-weighted avg, min of mins, max of maxes; p80 only when the
 /// width is itself stored.
@@ -474,7 +516,7 @@ pub async fn series(
 ) -> Result<Vec<Point>, ApiError> {
     let rows = c
         .run(c.query(
-            "SELECT date_bin($5, ts, $7) AS b,
+            "SELECT metricagg_bin(ts, $5) AS b,
                     sum(count)::bigint,
                     sum(avg * count) FILTER (WHERE avg IS NOT NULL)
                       / nullif(sum(count) FILTER (WHERE avg IS NOT NULL), 0)::float8,
@@ -489,9 +531,8 @@ pub async fn series(
                 &metric,
                 &start,
                 &end,
-                &Secs(width),
-                &Secs(source),
-                &origin(),
+                &PgWidth::secs(width),
+                &PgWidth::secs(source),
             ],
         ))
         .await?;
@@ -520,7 +561,7 @@ pub async fn fleet(
 ) -> Result<Vec<(String, DateTime<Utc>, Option<f64>)>, ApiError> {
     let rows = c
         .run(c.query(
-            "SELECT server_id, date_bin($4, ts, $6),
+            "SELECT server_id, metricagg_bin(ts, $4),
                     sum(avg * count) FILTER (WHERE avg IS NOT NULL)
                       / nullif(sum(count) FILTER (WHERE avg IS NOT NULL), 0)::float8
                FROM metricagg.bins
@@ -530,9 +571,8 @@ pub async fn fleet(
                 &metric,
                 &start,
                 &end,
-                &Secs(width),
-                &Secs(source),
-                &origin(),
+                &PgWidth::secs(width),
+                &PgWidth::secs(source),
             ],
         ))
         .await?;
@@ -565,62 +605,34 @@ pub async fn fetch_bins(
         ))
         .await?;
     let rows = c
-        .run(c.query(&stmt, &[&Secs(width), &start, &end, &metric]))
+        .run(c.query(&stmt, &[&PgWidth::secs(width), &start, &end, &metric]))
         .await?;
     let mut series = Vec::with_capacity(rows.len());
     for r in &rows {
         let mut s = crate::analysis::Series::new(col(r, 0)?, col(r, 1)?, width);
         let packed: &[u8] = col(r, 2)?;
-        unpack_into(packed, &mut s).map_err(|e| {
+        let bins = pack_bins::decode(packed).map_err(|e| {
             ApiError::Internal(format!(
                 "metricagg_pack_bins returned {e} for {} {}",
                 s.server, s.metric
             ))
         })?;
+        s.ts.reserve(bins.len());
+        s.count.reserve(bins.len());
+        s.avg.reserve(bins.len());
+        s.min.reserve(bins.len());
+        s.max.reserve(bins.len());
+        for b in bins.iter() {
+            s.ts.push(b.unix_secs());
+            s.count.push(b.count);
+            s.avg.push(b.avg);
+            s.min.push(b.min);
+            s.max.push(b.max);
+        }
         series.push(s);
     }
     series.sort_by(|a, b| natural_cmp(&a.server, &b.server).then_with(|| a.metric.cmp(&b.metric)));
     Ok(crate::analysis::Dataset { width, series })
-}
-
-/// Decodes a `metricagg_pack_bins` result (see its `COMMENT`): a header
-/// `u32 version = 1, u32 n`, then `n` records of `i64 ts` (µs since the Unix
-/// epoch), `i64 count`, `f64 avg, min, max`, little-endian, ordered by ts.
-pub fn unpack_into(bytes: &[u8], s: &mut crate::analysis::Series) -> Result<(), String> {
-    const RECORD: usize = 40;
-    let word =
-        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    if bytes.len() < 8 {
-        return Err(format!("{} bytes, shorter than its header", bytes.len()));
-    }
-    if word(0) != 1 {
-        return Err(format!(
-            "unknown version {} (upgrade insights-api)",
-            word(0)
-        ));
-    }
-    let n = word(4) as usize;
-    if bytes.len() != 8 + n * RECORD {
-        return Err(format!("{} bytes for {n} bins", bytes.len()));
-    }
-    s.ts.reserve(n);
-    s.count.reserve(n);
-    s.avg.reserve(n);
-    s.min.reserve(n);
-    s.max.reserve(n);
-    for rec in bytes[8..].chunks_exact(RECORD) {
-        let f = |at: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&rec[at..at + 8]);
-            b
-        };
-        s.ts.push(i64::from_le_bytes(f(0)).div_euclid(1_000_000));
-        s.count.push(i64::from_le_bytes(f(8)));
-        s.avg.push(f64::from_le_bytes(f(16)));
-        s.min.push(f64::from_le_bytes(f(24)));
-        s.max.push(f64::from_le_bytes(f(32)));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -636,7 +648,7 @@ mod tests {
 
     #[test]
     fn pg_times_print_beyond_chrono() {
-        let unix = |secs: i64, us: i64| PgTime::At((secs - PG_EPOCH_SECS) * 1_000_000 + us);
+        let unix = |secs: i64, us: i64| PgTime::At((secs - PG_EPOCH_UNIX_SECS) * 1_000_000 + us);
         assert_eq!(unix(1_763_200_800, 0).to_string(), "2025-11-15T10:00:00Z");
         assert_eq!(
             unix(1_763_200_800, 250_000).to_string(),
@@ -672,51 +684,37 @@ mod tests {
     }
 
     #[test]
-    fn unpack_decodes_records_and_rejects_bad_lengths() {
-        let mut b = Vec::new();
-        b.extend_from_slice(&1u32.to_le_bytes());
-        b.extend_from_slice(&2u32.to_le_bytes());
-        for (ts, count, avg) in [
-            (-1_500_000i64, 60i64, 1.5f64),
-            (1_763_200_800_000_000, 7, -2.0),
-        ] {
-            b.extend_from_slice(&ts.to_le_bytes());
-            b.extend_from_slice(&count.to_le_bytes());
-            for v in [avg, avg - 1.0, avg + 1.0] {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        let mut s = crate::analysis::Series::new("a", "cpu", 60);
-        unpack_into(&b, &mut s).unwrap();
-        assert_eq!(s.ts, [-2, 1_763_200_800]); // floors, as DateTime::timestamp
-        assert_eq!(s.count, [60, 7]);
-        assert_eq!(s.avg, [1.5, -2.0]);
-        assert_eq!(s.min, [0.5, -3.0]);
-        assert_eq!(s.max, [2.5, -1.0]);
-
-        let mut s = crate::analysis::Series::new("a", "cpu", 60);
-        assert!(unpack_into(&b[..b.len() - 1], &mut s)
-            .unwrap_err()
-            .contains("bytes for 2 bins"));
-        assert!(unpack_into(&b[..5], &mut s)
-            .unwrap_err()
-            .contains("shorter than its header"));
-        b[0] = 2;
-        assert!(unpack_into(&b, &mut s)
-            .unwrap_err()
-            .contains("unknown version 2"));
+    fn stored_widths() {
+        let w = |s: &[i64]| StoredWidths::new(s.iter().map(|&x| Width::from_secs(x).unwrap()));
+        let sw = w(&[3600, 60, 60]).unwrap();
+        assert_eq!(sw.all(), [60, 3600]);
+        assert_eq!(sw.finest(), 60);
+        assert_eq!(sw.source_for(300), Some(60));
+        assert_eq!(sw.source_for(3600), Some(3600));
+        assert_eq!(sw.source_for(7200), Some(3600));
+        assert_eq!(sw.source_for(5400), Some(60));
+        assert_eq!(sw.names(), "1 minute, 1 hour");
+        let coarse = w(&[300, 86_400]).unwrap();
+        assert_eq!(coarse.source_for(60), None, "finer than every stored width");
+        assert_eq!(coarse.source_for(600), Some(300));
+        // month widths are left out; none fixed is an error
+        let months = [Width::Months(1), Width::from_secs(60).unwrap()];
+        assert_eq!(StoredWidths::new(months).unwrap().all(), [60]);
+        assert!(StoredWidths::new([Width::Months(1)]).is_err());
     }
 
     #[test]
-    fn widths_and_floors() {
-        assert_eq!(source_width(300), 60);
-        assert_eq!(source_width(3600), 3600);
-        assert_eq!(source_width(7200), 3600);
-        assert_eq!(source_width(5400), 60);
-        // 2000-01-03 is a Monday: weekly bins start on Mondays.
-        let t = 1_763_200_800; // 2025-11-15T10:00:00Z, a Saturday
-        let w = floor_to_bin(t, 7 * 86400);
-        assert_eq!(w, 1_762_732_800); // 2025-11-10T00:00:00Z, a Monday
-        assert_eq!(floor_to_bin(t + 59, 60), t);
+    fn intervals_both_ways() {
+        let mut buf = BytesMut::new();
+        PgWidth::secs(90).to_sql(&Type::INTERVAL, &mut buf).unwrap();
+        let back = PgInterval::from_sql(&Type::INTERVAL, &buf).unwrap();
+        assert_eq!(back.0.width().unwrap(), Width::from_secs(90).unwrap());
+        let mut buf = BytesMut::new();
+        PgWidth(Width::Months(3))
+            .to_sql(&Type::INTERVAL, &mut buf)
+            .unwrap();
+        let back = PgInterval::from_sql(&Type::INTERVAL, &buf).unwrap();
+        assert_eq!(back.0.width().unwrap(), Width::Months(3));
+        assert!(PgInterval::from_sql(&Type::INTERVAL, &buf[..15]).is_err());
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
+use metricagg_core::bin::{bin_unix_secs, Width};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -154,17 +155,24 @@ impl Range {
         (self.end - self.start).num_seconds()
     }
 
-    /// The range widened to whole bins of `width` seconds (floored from the
-    /// bin origin), as Unix seconds.
-    pub fn aligned(&self, width: i64) -> (i64, i64) {
-        let s = crate::db::floor_to_bin(self.start.timestamp(), width);
-        let f = crate::db::floor_to_bin(self.end.timestamp(), width);
-        let e = if f < self.end.timestamp() {
-            f + width
-        } else {
-            f
+    /// The range widened to whole bins of `width` seconds (`metricagg_bin`'s
+    /// bins, from the core's origin), as Unix seconds.
+    pub fn aligned(&self, width: i64) -> Result<(i64, i64), ApiError> {
+        let floor = |t: i64| {
+            Width::from_secs(width)
+                .and_then(|w| bin_unix_secs(t, w))
+                .map_err(|e| ApiError::BadRequest(format!("{}: {e}", width_name(width))))
         };
-        (s, e)
+        let s = floor(self.start.timestamp())?;
+        let f = floor(self.end.timestamp())?;
+        Ok((
+            s,
+            if f < self.end.timestamp() {
+                f + width
+            } else {
+                f
+            },
+        ))
     }
 }
 
@@ -340,22 +348,10 @@ pub fn parse_width(s: &str) -> Result<i64, String> {
     Ok(secs)
 }
 
-/// A human name for a width in seconds (`1 minute`, `5 minutes`, `1 hour`).
+/// A human name for a width in seconds (`1 minute`, `5 minutes`, `1 hour`),
+/// as `metricagg.interval_label()` writes it.
 pub fn width_name(secs: i64) -> String {
-    let (n, unit) = if secs % 86400 == 0 {
-        (secs / 86400, "day")
-    } else if secs % 3600 == 0 {
-        (secs / 3600, "hour")
-    } else if secs % 60 == 0 {
-        (secs / 60, "minute")
-    } else {
-        (secs, "second")
-    };
-    if n == 1 {
-        format!("1 {unit}")
-    } else {
-        format!("{n} {unit}s")
-    }
+    Width::from_secs(secs).map_or_else(|_| format!("{secs} seconds"), |w| w.to_string())
 }
 
 /// Validates a server id: `srv-` style ids, letters, digits, `-`, `_`, `.`.
@@ -457,10 +453,21 @@ mod tests {
             start: parse_time("s", "2025-11-15T10:02:00").unwrap(),
             end: parse_time("e", "2025-11-15T10:09:00").unwrap(),
         };
-        let (s, e) = r.aligned(300);
+        let (s, e) = r.aligned(300).unwrap();
         assert_eq!(utc(s), parse_time("s", "2025-11-15T10:00:00").unwrap());
         assert_eq!(utc(e), parse_time("e", "2025-11-15T10:10:00").unwrap());
-        assert_eq!(r.aligned(60), (r.start.timestamp(), r.end.timestamp()));
+        assert_eq!(
+            r.aligned(60).unwrap(),
+            (r.start.timestamp(), r.end.timestamp())
+        );
+        // weeks start on Mondays (the origin 2000-01-03 is one)
+        let sat = Range {
+            start: parse_time("s", "2025-11-15T10:00:00Z").unwrap(),
+            end: parse_time("e", "2025-11-15T11:00:00Z").unwrap(),
+        };
+        let (s, e) = sat.aligned(7 * 86400).unwrap();
+        assert_eq!(utc(s), parse_time("s", "2025-11-10T00:00:00Z").unwrap());
+        assert_eq!(utc(e), parse_time("e", "2025-11-17T00:00:00Z").unwrap());
     }
 
     #[test]

@@ -95,7 +95,8 @@ async fn servers(
     Query(NoQuery): Query<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let c = db::connect(&st.0.pool).await?;
-    let s = db::servers(&c).await?;
+    let widths = db::meta(&c).await?.widths;
+    let s = db::servers(&c, widths.finest()).await?;
     let message = s
         .is_empty()
         .then_some("no bins stored yet: run the seeder and metricagg_run_once()");
@@ -110,8 +111,8 @@ async fn periods(
     Query(NoQuery): Query<NoQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let gap = st.0.config.period_gap_bins;
-    let width = db::STORED_WIDTHS[0];
     let c = db::connect(&st.0.pool).await?;
+    let width = db::meta(&c).await?.widths.finest();
     let p = db::periods(&c, width, gap).await?;
     let message = p.is_empty().then_some("no bins stored yet: no periods");
     Ok(Json(json!({
@@ -146,6 +147,33 @@ pub async fn check_server_metric(
     Ok(())
 }
 
+/// The stored width a requested width is aggregated from, or a 400 naming
+/// the stored widths.
+pub fn source_width(widths: &db::StoredWidths, width: i64) -> Result<i64, ApiError> {
+    widths.source_for(width).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "`width` {} is not a multiple of a stored width ({})",
+            width_name(width),
+            widths.names()
+        ))
+    })
+}
+
+/// Most bins per series `/insights` analyses: ranges longer than this many
+/// bins of the finest stored width are analysed at a coarser stored width.
+pub const ANALYSIS_MAX_BINS: i64 = 48 * 60;
+
+/// The width `/insights` analyses a range at: the finest stored width giving
+/// at most [`ANALYSIS_MAX_BINS`] bins per series, else the coarsest (with the
+/// default widths: one minute up to 48 hours, one hour beyond).
+pub fn analysis_width(widths: &db::StoredWidths, range_secs: i64) -> i64 {
+    let all = widths.all();
+    all.iter()
+        .copied()
+        .find(|w| range_secs / w <= ANALYSIS_MAX_BINS)
+        .unwrap_or(all[all.len() - 1])
+}
+
 /// Most points `/series` returns.
 const SERIES_MAX_POINTS: i64 = 100_000;
 
@@ -154,29 +182,29 @@ async fn series(
     State(st): State<AppState>,
     Query(q): Query<SeriesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let width = q.width.unwrap_or(db::STORED_WIDTHS[0]);
+    let c = db::connect(&st.0.pool).await?;
+    let widths = db::meta(&c).await?.widths;
+    let width = q.width.unwrap_or(widths.finest());
+    let source = source_width(&widths, width)?;
     // Whole bins: align the range outward to the requested width.
-    let (s_al, e_al) = q.range.aligned(width);
+    let (s_al, e_al) = q.range.aligned(width)?;
     if (e_al - s_al) / width > SERIES_MAX_POINTS {
         return Err(ApiError::BadRequest(format!(
             "{} would return more than {SERIES_MAX_POINTS} points; use a coarser `width`",
             width_name(width)
         )));
     }
-    let source = db::source_width(width);
     let (s_al, e_al) = (utc(s_al), utc(e_al));
-    let points = {
-        let c = db::connect(&st.0.pool).await?;
-        check_server_metric(&c, Some(&q.server), Some(&q.metric)).await?;
-        db::series(&c, &q.server, &q.metric, (s_al, e_al), width, source).await?
-    };
+    check_server_metric(&c, Some(&q.server), Some(&q.metric)).await?;
+    let points = db::series(&c, &q.server, &q.metric, (s_al, e_al), width, source).await?;
+    drop(c);
     let p80 = if width == source {
         "exact (stored)".to_string()
     } else {
         format!(
             "null: no stored {} bins; p80 is only exact at stored widths ({}) and p80s are never averaged",
             width_name(width),
-            db::STORED_WIDTHS.map(width_name).join(", ")
+            widths.names()
         )
     };
     let message = points
@@ -236,49 +264,38 @@ async fn insights(
     } = q;
     let (start, end) = (range.start, range.end);
     let range_secs = range.secs();
-    let width = if range_secs <= 48 * 3600 {
-        db::STORED_WIDTHS[0]
-    } else {
-        db::STORED_WIDTHS[1]
-    };
     let t0 = Instant::now();
-    let key = Key {
-        width,
-        start,
-        end,
-        metric: metric.clone(),
-    };
-    let caching = st.0.cache.enabled() || st.0.llm.is_some();
     // One connection for every query of the request, let go before the
     // analysis and the narrative.
-    let (version, ds, cache_state) = {
+    let (version, width, ds, cache_state) = {
         let c = db::connect(&st.0.pool).await?;
+        let meta = db::meta(&c).await?;
+        let width = analysis_width(&meta.widths, range_secs);
         check_server_metric(&c, server.as_deref(), metric.as_deref()).await?;
-        let version = if caching {
-            db::bins_version(&c).await?
-        } else {
-            None
-        };
         // Reuse what an earlier request fetched while the bins are unchanged.
-        let cached = version.and_then(|v| st.0.cache.get(&key, v));
-        let cache_state = match (&cached, version) {
-            (Some(_), _) => "hit",
-            (None, Some(_)) if st.0.cache.enabled() => "miss",
-            _ => "off",
+        let key = Key {
+            width,
+            start,
+            end,
+            metric: metric.clone(),
+        };
+        let cached = st.0.cache.get(&key, meta.version);
+        let cache_state = match &cached {
+            Some(_) => "hit",
+            None if st.0.cache.enabled() => "miss",
+            None => "off",
         };
         let ds = match cached {
             Some(ds) => ds,
             None => {
                 // The version was read first: what is fetched is at least as new.
-                let ds =
-                    Arc::new(db::fetch_bins(&c, width, (start, end), metric.as_deref()).await?);
-                if let Some(v) = version {
-                    st.0.cache.put(key, v, Arc::clone(&ds));
-                }
+                let ds = db::fetch_bins(&c, width, (start, end), metric.as_deref()).await?;
+                let ds = Arc::new(ds);
+                st.0.cache.put(key, meta.version, Arc::clone(&ds));
                 ds
             }
         };
-        (version, ds, cache_state)
+        (meta.version, width, ds, cache_state)
     };
     let t_db = t0.elapsed();
     let t1 = Instant::now();
@@ -318,7 +335,7 @@ async fn insights(
         server: server.clone(),
         metric: metric.clone(),
     };
-    let remembered = version.and_then(|v| st.0.narratives.get(&nkey, v));
+    let remembered = st.0.narratives.get(&nkey, version);
     let (narrative, llm) = match remembered {
         Some(hit) => {
             let (n, mut info) = (*hit).clone();
@@ -337,8 +354,9 @@ async fn insights(
                 by,
             )
             .await;
-            if let Some(v) = version.filter(|_| info.cacheable()) {
-                st.0.narratives.put(nkey, v, (n.clone(), info.clone()));
+            if info.cacheable() {
+                st.0.narratives
+                    .put(nkey, version, (n.clone(), info.clone()));
             }
             (n, info)
         }

@@ -965,3 +965,71 @@ async fn past_the_deadline_is_503_and_the_service_recovers() {
     assert_eq!(s, StatusCode::OK, "{v}");
     db.drop_db().await;
 }
+
+/// The widths come from `metricagg.job_config.widths`, not from a copy in the
+/// service: with five-minute and daily bins configured, five minutes is the
+/// finest width everywhere, one minute is refused, and /insights analyses
+/// five-minute bins.
+#[tokio::test]
+async fn stored_widths_come_from_the_job_config() {
+    let db = TestDb::new("widths").await;
+    db.admin
+        .batch_execute("UPDATE metricagg.job_config SET widths = '{1 day, 5 minutes}'")
+        .await
+        .unwrap();
+    let bins: Vec<Bin> = minute_bins(3, 6)
+        .into_iter()
+        .filter(|b| (b.ts - T0) % 300 == 0)
+        .map(|b| Bin { width: 300, ..b })
+        .collect();
+    db.insert(&bins).await;
+    let st = db.state();
+    let (s, v) = get(&st, "/servers").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["servers"][0]["bins"], 2 * 72, "five-minute bins: {v}");
+    let (_, v) = get(&st, "/periods").await;
+    assert_eq!(v["width"], "5 minutes");
+    assert_eq!(v["periods"][0]["end"], ts_str(T0 + 6 * 3600), "{v}");
+    let range = format!("start={}&end={}", ts_str(T0), ts_str(T0 + 3600));
+    let (s, v) = get(&st, &format!("/series?server=srv-1&metric=cpu&{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["width"], "5 minutes");
+    assert_eq!(v["count"], 12);
+    assert_eq!(v["p80"], "exact (stored)");
+    let (s, v) = get(
+        &st,
+        &format!("/series?server=srv-1&metric=cpu&{range}&width=15m"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["source_width"], "5 minutes");
+    assert_eq!(v["count"], 4);
+    for uri in [
+        format!("/series?server=srv-1&metric=cpu&{range}&width=1m"),
+        format!("/fleet?metric=cpu&{range}&width=7m"),
+    ] {
+        let (s, v) = get(&st, &uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains("5 minutes, 1 day"), "{m}");
+    }
+    let (s, v) = get(&st, &format!("/fleet?metric=cpu&{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["width"], "5 minutes",
+        "the automatic width is a stored multiple"
+    );
+    let (s, v) = get(
+        &st,
+        &format!(
+            "/insights?start={}&end={}",
+            ts_str(T0),
+            ts_str(T0 + 6 * 3600)
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["period"]["width_seconds"], 300);
+    assert_eq!(v["period"]["bins"], 3 * 2 * 72);
+    db.drop_db().await;
+}

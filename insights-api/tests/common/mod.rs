@@ -164,7 +164,7 @@ impl TestDb {
             self.admin
                 .execute(
                     "INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
-                     SELECT s, m, w * interval '1 second', to_timestamp(t), c, a, mi, ma, p
+                     SELECT s, m, make_interval(secs => w), to_timestamp(t), c, a, mi, ma, p
                        FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
                                    $6::float8[], $7::float8[], $8::float8[], $9::float8[])
                             AS u(s, m, w, t, c, a, mi, ma, p)",
