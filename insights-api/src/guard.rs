@@ -15,8 +15,12 @@
 //!    answer is 503 `timeout` (or `overloaded` when it never got a slot).
 //! 4. **Size**: a body over MAX_RESPONSE_BYTES becomes a 400
 //!    `response_too_large` asking for a narrower request.
+//!
+//! A handler that panics answers a 500 JSON error (the panic is logged)
+//! instead of closing the connection.
 
 use std::net::IpAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::config::Config;
@@ -85,7 +90,17 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
                 }
             };
         }
-        let resp = next.run(req).await;
+        let resp = match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+            Ok(resp) => resp,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                ApiError::Internal(format!("the handler panicked: {what}")).into_response()
+            }
+        };
         let resp = cap(resp, config.max_response_bytes).await;
         drop(slot);
         resp
@@ -209,6 +224,48 @@ mod tests {
         assert!(!constant_time_eq(b"abc", b"abcd"));
         assert!(!constant_time_eq(b"abcd", b"abc"));
         assert!(!constant_time_eq(b"", b"a"));
+    }
+
+    /// A panicking handler answers a 500 JSON error; the service goes on.
+    #[tokio::test]
+    async fn a_panic_is_a_500_json() {
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let config = Config::for_database("postgres://nobody@127.0.0.1:1/none");
+        let st = AppState::new(config).unwrap();
+        let app = axum::Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    panic!("kaboom");
+                    #[allow(unreachable_code)]
+                    "never"
+                }),
+            )
+            .route("/fine", get(|| async { "fine" }))
+            .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
+            .with_state(st);
+        let call = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let r = app
+                    .oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+                (status, String::from_utf8_lossy(&b).to_string())
+            }
+        };
+        let (s, body) = call("/boom").await;
+        assert_eq!(s, 500);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal");
+        assert!(!body.contains("kaboom"), "details stay in the log: {body}");
+        assert_eq!(
+            call("/fine").await,
+            (axum::http::StatusCode::OK, "fine".into())
+        );
     }
 
     #[test]

@@ -1033,3 +1033,54 @@ async fn stored_widths_come_from_the_job_config() {
     assert_eq!(v["period"]["bins"], 3 * 2 * 72);
     db.drop_db().await;
 }
+
+/// The binary refuses to listen on a non-loopback address without a token,
+/// and says why; with one (or on loopback) it starts.
+#[test]
+fn the_service_refuses_a_public_bind_without_a_token() {
+    let dir = std::env::temp_dir(); // no stray .env
+    let run = |bind: &str, token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_insights-api"));
+        cmd.current_dir(&dir)
+            .env_clear()
+            .env("BIND", bind)
+            .env(
+                "API_DATABASE_URL",
+                "postgres://metricagg_api:pw@127.0.0.1:1/none",
+            )
+            .env("LLM_MODE", "mock")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("API_TOKEN", t);
+        }
+        cmd.spawn().expect("the binary runs")
+    };
+    let out = run("0.0.0.0:0", None).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("API_TOKEN"), "{text}");
+    let out = run("0.0.0.0:0", Some("short")).wait_with_output().unwrap();
+    assert!(!out.status.success(), "a short token is refused too");
+    // with a token it starts (and is stopped here)
+    for (bind, token) in [
+        ("0.0.0.0:0", Some("0123456789abcdef0123")),
+        ("127.0.0.1:0", None),
+    ] {
+        let mut child = run(bind, token);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(child.try_wait().unwrap().is_none(), "{bind}: it exited");
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("0123456789abcdef0123"),
+            "the token leaked: {text}"
+        );
+    }
+}
