@@ -200,7 +200,7 @@ async fn fleet(
         Some(w) => w,
         None => fleet_width(&widths, q.range.secs()),
     };
-    let source = crate::routes::source_width(&widths, width)?;
+    let source = widths.source(width)?;
     let (s_al, e_al) = q.range.aligned(width)?;
     let slots = (e_al - s_al) / width;
     if slots > FLEET_MAX_POINTS {
@@ -210,7 +210,7 @@ async fn fleet(
         )));
     }
     let metric = q.metric;
-    crate::routes::check_server_metric(&c, None, Some(&metric)).await?;
+    db::check_server_metric(&c, None, Some(&metric)).await?;
     let rows = db::fleet(&c, &metric, (utc(s_al), utc(e_al)), width, source).await?;
     drop(c);
     // Each server is a column of `slots` values, each at least `null,`:

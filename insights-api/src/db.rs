@@ -342,6 +342,17 @@ impl StoredWidths {
         self.0.iter().rev().copied().find(|s| width % s == 0)
     }
 
+    /// [`StoredWidths::source_for`], or a 400 naming the stored widths.
+    pub fn source(&self, width: i64) -> Result<i64, ApiError> {
+        self.source_for(width).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "`width` {} is not a multiple of a stored width ({})",
+                crate::params::width_name(width),
+                self.names()
+            ))
+        })
+    }
+
     /// The names of the stored widths: `1 minute, 1 hour`.
     pub fn names(&self) -> String {
         self.0
@@ -421,6 +432,29 @@ pub async fn servers(c: &Conn, width: i64) -> Result<Vec<ServerInfo>, ApiError> 
         .collect::<Result<Vec<_>, ApiError>>()?;
     out.sort_by(|a, b| natural_cmp(&a.server_id, &b.server_id));
     Ok(out)
+}
+
+/// 404 unless the server and the metric named have bins.
+pub async fn check_server_metric(
+    c: &Conn,
+    server: Option<&str>,
+    metric: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(s) = server {
+        if !server_exists(c, s).await? {
+            return Err(ApiError::NotFound(format!(
+                "unknown server `{s}`; see /servers"
+            )));
+        }
+    }
+    if let Some(m) = metric {
+        if !metric_exists(c, m).await? {
+            return Err(ApiError::NotFound(format!(
+                "unknown metric `{m}`; see /servers for the metrics of each server"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub async fn server_exists(c: &Conn, server: &str) -> Result<bool, ApiError> {

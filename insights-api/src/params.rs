@@ -8,13 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Utc};
 use metricagg_core::bin::{bin_unix_secs, Width};
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The query string of one request, parsed by the rules above.
 pub struct Query<T>(pub T);
@@ -32,13 +31,14 @@ pub struct Limits {
     pub max_range_hours: i64,
 }
 
-impl<T: FromQuery> FromRequestParts<AppState> for Query<T> {
+impl<T: FromQuery, S: Send + Sync> FromRequestParts<S> for Query<T>
+where
+    Limits: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
-        let limits = Limits {
-            max_range_hours: st.0.config.max_range_hours,
-        };
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, ApiError> {
+        let limits = Limits::from_ref(st);
         parse_query::<T>(parts.uri.query().unwrap_or(""), &limits).map(Query)
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::analysis::{analyse, Analysis, Fact};
 use crate::cache::{Key, NarrativeKey};
-use crate::db::{self, Conn};
+use crate::db;
 use crate::error::ApiError;
 use crate::guard::{Deadline, Slot};
 use crate::llm::{narrate, LlmInfo};
@@ -124,41 +124,6 @@ async fn periods(
     })))
 }
 
-/// 404 unless the server and the metric named have bins.
-pub async fn check_server_metric(
-    c: &Conn,
-    server: Option<&str>,
-    metric: Option<&str>,
-) -> Result<(), ApiError> {
-    if let Some(s) = server {
-        if !db::server_exists(c, s).await? {
-            return Err(ApiError::NotFound(format!(
-                "unknown server `{s}`; see /servers"
-            )));
-        }
-    }
-    if let Some(m) = metric {
-        if !db::metric_exists(c, m).await? {
-            return Err(ApiError::NotFound(format!(
-                "unknown metric `{m}`; see /servers for the metrics of each server"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The stored width a requested width is aggregated from, or a 400 naming
-/// the stored widths.
-pub fn source_width(widths: &db::StoredWidths, width: i64) -> Result<i64, ApiError> {
-    widths.source_for(width).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "`width` {} is not a multiple of a stored width ({})",
-            width_name(width),
-            widths.names()
-        ))
-    })
-}
-
 /// Most bins per series `/insights` analyses: ranges longer than this many
 /// bins of the finest stored width are analysed at a coarser stored width.
 pub const ANALYSIS_MAX_BINS: i64 = 48 * 60;
@@ -185,7 +150,7 @@ async fn series(
     let c = db::connect(&st.0.pool).await?;
     let widths = db::meta(&c).await?.widths;
     let width = q.width.unwrap_or(widths.finest());
-    let source = source_width(&widths, width)?;
+    let source = widths.source(width)?;
     // Whole bins: align the range outward to the requested width.
     let (s_al, e_al) = q.range.aligned(width)?;
     if (e_al - s_al) / width > SERIES_MAX_POINTS {
@@ -195,7 +160,7 @@ async fn series(
         )));
     }
     let (s_al, e_al) = (utc(s_al), utc(e_al));
-    check_server_metric(&c, Some(&q.server), Some(&q.metric)).await?;
+    db::check_server_metric(&c, Some(&q.server), Some(&q.metric)).await?;
     let points = db::series(&c, &q.server, &q.metric, (s_al, e_al), width, source).await?;
     drop(c);
     let p80 = if width == source {
@@ -271,7 +236,7 @@ async fn insights(
         let c = db::connect(&st.0.pool).await?;
         let meta = db::meta(&c).await?;
         let width = analysis_width(&meta.widths, range_secs);
-        check_server_metric(&c, server.as_deref(), metric.as_deref()).await?;
+        db::check_server_metric(&c, server.as_deref(), metric.as_deref()).await?;
         // Reuse what an earlier request fetched while the bins are unchanged.
         let key = Key {
             width,

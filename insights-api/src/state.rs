@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use deadpool_postgres::Pool;
 use tokio::sync::Semaphore;
 
@@ -12,6 +13,7 @@ use crate::cache::{DatasetCache, NarrativeCache};
 use crate::config::Config;
 use crate::db;
 use crate::llm::LlmClient;
+use crate::params::Limits;
 
 pub struct Inner {
     pub pool: Pool,
@@ -26,6 +28,15 @@ pub struct Inner {
 
 #[derive(Clone)]
 pub struct AppState(pub Arc<Inner>);
+
+/// What the query extractor needs of the state.
+impl FromRef<AppState> for Limits {
+    fn from_ref(st: &AppState) -> Limits {
+        Limits {
+            max_range_hours: st.0.config.max_range_hours,
+        }
+    }
+}
 
 impl AppState {
     pub fn new(config: Config) -> Result<AppState, String> {
