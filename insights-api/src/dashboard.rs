@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::db;
 use crate::error::ApiError;
-use crate::params::{utc, width_name, AssetQuery, FleetQuery, NoQuery, Query};
+use crate::params::{utc, width_name, AssetQuery, FleetQuery, Query};
 use crate::state::AppState;
 
 struct Asset {
@@ -115,7 +115,9 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("a valid header value")
 }
 
-async fn index(Query(NoQuery): Query<NoQuery>) -> Response {
+/// The page. Its query (`?period=…&server=…`) is the page's own state, read
+/// by the script, not by the service.
+async fn index() -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -706,7 +706,12 @@ async fn a_bearer_token_guards_the_data_endpoints() {
             call_text(&st, uri, &[("authorization", &format!("bearer  {token} "))]).await;
         assert_eq!(s, StatusCode::OK, "{uri}: the scheme is case-insensitive");
     }
-    for open in ["/health", "/", "/openapi.json"] {
+    for open in [
+        "/health",
+        "/",
+        "/?period=2025-11-15T10:00:00Z&server=srv-2",
+        "/openapi.json",
+    ] {
         let (s, _, body) = call_text(&st, open, &[]).await;
         assert_eq!(s, StatusCode::OK, "{open}: {body}");
     }
