@@ -47,6 +47,8 @@
     return sessionStorage.getItem("metricagg.token");
   })();
   const HEADERS = TOKEN ? { accept: "application/json", authorization: `Bearer ${TOKEN}` } : { accept: "application/json" };
+  // A token typed into the address bar of an open page: start again with it.
+  window.addEventListener("hashchange", () => { if (/^#token=/.test(location.hash)) location.reload(); });
 
   async function api(path) {
     let r;
