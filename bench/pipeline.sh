@@ -18,6 +18,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Bins in native partitions, as in every earlier run of this benchmark (set
+# METRICAGG_BINS_ENGINE=timescaledb for a hypertable; make bench-vs-caggs
+# measures the job on TimescaleDB against continuous aggregates).
+export METRICAGG_BINS_ENGINE="${METRICAGG_BINS_ENGINE:-native}"
 make -s install-release >&2
 bash scripts/db.sh start
 eval "$(bash scripts/db.sh env)"

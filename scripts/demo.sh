@@ -11,7 +11,8 @@
 #                           twice and a running API is reused.
 #   scripts/demo.sh stop    stop the API, unschedule loop mode, stop the cluster.
 #
-# Settings (environment): DEMO_SERVERS (10), DEMO_START (2025-11-16T00:00:00Z),
+# Settings (environment): DEMO_PROFILE (release; dev reuses the test build),
+# DEMO_SERVERS (10), DEMO_START (2025-11-16T00:00:00Z),
 # DEMO_HOURS (24), DEMO_INTERVAL (1s), DEMO_SEED (42), DEMO_ANOMALY_RATE (4 per
 # server-day), DEMO_API_BIND (127.0.0.1:3000), and scripts/db.sh's
 # METRICAGG_HOME and METRICAGG_PORT (5433).
@@ -26,6 +27,12 @@ INTERVAL="${DEMO_INTERVAL:-1s}"
 SEED="${DEMO_SEED:-42}"
 RATE="${DEMO_ANOMALY_RATE:-4}"
 BIND="${DEMO_API_BIND:-127.0.0.1:3000}"
+PROFILE="${DEMO_PROFILE:-release}"
+case "$PROFILE" in
+    release) BUILD=(--release); BIN="$ROOT/target/release" ;;
+    dev) BUILD=(); BIN="$ROOT/target/debug" ;;
+    *) echo "demo: DEMO_PROFILE must be release or dev, got $PROFILE" >&2; exit 2 ;;
+esac
 MHOME="${METRICAGG_HOME:-$ROOT/.metricagg}"
 PIDFILE="$MHOME/insights-api.pid"
 APILOG="$MHOME/insights-api.log"
@@ -63,8 +70,8 @@ cmd_start() {
     bash scripts/db.sh start
     eval "$(bash scripts/db.sh env)"
 
-    step "building seeder and insights-api (release)"
-    cargo build --release -q -p seeder -p insights-api
+    step "building seeder and insights-api ($PROFILE)"
+    cargo build "${BUILD[@]}" -q -p seeder -p insights-api
 
     step "seeding $SERVERS servers, $START .. $end, every $INTERVAL, seed $SEED, $RATE anomalies per server-day"
     local rc state servers="ARRAY(SELECT 'srv-' || g FROM generate_series(1, $SERVERS) g)"
@@ -81,7 +88,7 @@ cmd_start() {
         retired) echo "loaded by an earlier make demo; raw retention has since dropped those days (their bins remain): nothing to load" ;;
         *)
             set +e
-            ./target/release/seeder --servers "$SERVERS" --start "$START" --end "$end" --interval "$INTERVAL" \
+            "$BIN/seeder" --servers "$SERVERS" --start "$START" --end "$end" --interval "$INTERVAL" \
                 --seed "$SEED" --anomaly-rate "$RATE" --database-url "$INGEST_DATABASE_URL" --quiet 2>&1 | redact
             rc="${PIPESTATUS[0]}"
             set -e
@@ -109,7 +116,7 @@ cmd_start() {
         mkdir -p "$MHOME"
         BIND="$BIND" API_DATABASE_URL="$API_DATABASE_URL" LLM_MODE=mock OPENAI_API_KEY= \
             RUST_LOG="${RUST_LOG:-insights_api=info}" \
-            nohup ./target/release/insights-api >"$APILOG" 2>&1 </dev/null &
+            nohup "$BIN/insights-api" >"$APILOG" 2>&1 </dev/null &
         echo $! >"$PIDFILE"
         echo "started (pid $!, log $APILOG)"
     fi

@@ -35,7 +35,7 @@ q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 # so a copy of each entry's id, xid and time is kept aside for the report.
 q "$RAW_DATABASE_URL" <<'SQL'
 CREATE TABLE IF NOT EXISTS public.soak_log (xid xid8, logged_at timestamptz);
-CREATE OR REPLACE FUNCTION public.soak_copy() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION public.soak_copy() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN INSERT INTO public.soak_log SELECT xid, logged_at FROM new_entries; RETURN NULL; END $$;
 DROP TRIGGER IF EXISTS soak_copy ON metricagg.change_log;
 CREATE TRIGGER soak_copy AFTER INSERT ON metricagg.change_log REFERENCING NEW TABLE AS new_entries
@@ -74,11 +74,15 @@ while [ "$(date +%s)" -lt "$end" ]; do
         2)  # a poison change-log entry (as a trigger bypass would leave): quarantined
             q "$RAW_DATABASE_URL" -c "INSERT INTO metricagg.change_log (server_id, min_ts, max_ts, row_count)
                 VALUES ('srv-poison', now(), 'infinity', 1)" && poison_entries=$((poison_entries + 1)) ;;
-        3)  # kill a run in the middle, if one is running
-            n="$(q "$ANALYTICS_DATABASE_URL" -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                     WHERE datname = current_database() AND query LIKE '%metricagg_run_once()%' AND state = 'active'
-                       AND pid <> pg_backend_pid()")"
-            kills=$((kills + n)) ;;
+        3)  # a run killed in the middle: one of our own (loop mode's runs are
+            # too short to catch), terminated a few milliseconds in
+            psql -X -q -At "$JOB_DATABASE_URL" -c "SELECT metricagg_run_once()" >/dev/null 2>&1 &
+            run=$!
+            sleep "0.0$(( RANDOM % 10 ))"
+            q "$ANALYTICS_DATABASE_URL" -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                WHERE datname = current_database() AND usename = 'metricagg_job'
+                  AND query LIKE '%metricagg_run_once()%' AND state = 'active'" >/dev/null
+            wait "$run" || kills=$((kills + 1)) ;;
     esac
 done
 

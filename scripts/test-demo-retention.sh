@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export METRICAGG_HOME="$PWD/.metricagg/demo-test" METRICAGG_PORT="${DEMO_TEST_PORT:-5476}"
 export DEMO_SERVERS=2 DEMO_HOURS=2 DEMO_INTERVAL=10s DEMO_START=2025-11-16T00:00:00Z
+export DEMO_PROFILE=dev   # the test build: no release build of seeder and insights-api just for this
 export DEMO_API_BIND="127.0.0.1:${DEMO_TEST_API_PORT:-3099}"
 fail() { printf 'test-demo: FAIL: %s\n' "$*" >&2; exit 1; }
 cleanup() { bash scripts/demo.sh stop >/dev/null 2>&1 || true; }

@@ -10,14 +10,16 @@
 #    new library must serve the old SQL until the update runs).
 # 2. The same samples and runs in a fresh install of this tree.
 # 3. The old pair upgraded in place: ALTER EXTENSION pg_metricagg UPDATE,
-#    then this tree's sql/ applied the way scripts/db.sh applies it.
+#    then this tree's sql/ applied the way scripts/db.sh applies it (the
+#    schema migrations not yet applied, sql/{raw,analytics}/NNN_*.sql, run
+#    once each; functions and grants are re-applied).
 # 4. New samples and late ones (into bins already written) in both pairs,
 #    and the job again.
 # 5. Compared: the extension's objects (functions with volatility,
 #    strictness, parallel safety, C symbols; aggregates with their support
 #    functions and state sizes; types; comments), privileges (the
-#    extension's, the schemas', the databases'), the sql/ schemas' objects,
-#    and every bin.
+#    extension's, the schemas', the databases'), the sql/ schemas' objects
+#    and their recorded versions, and every bin.
 #
 # Needs the embedded cluster (make db-start) and the release build installed
 # (make install-release: it installs the released install scripts too).
@@ -240,6 +242,9 @@ compare "pg_metricagg objects and privileges, raw" "$OLD_RAW" "$NEW_RAW" "$ext_q
 compare "pg_metricagg objects and privileges, analytics" "$OLD_ANA" "$NEW_ANA" "$ext_query"
 compare "raw schema" "$OLD_RAW" "$NEW_RAW" "$schema_query"
 compare "analytics schema" "$OLD_ANA" "$NEW_ANA" "$schema_query"
+versions_query="SELECT component, version, description FROM metricagg.schema_version ORDER BY 1, 2"
+compare "schema versions, raw" "$OLD_RAW" "$NEW_RAW" "$versions_query"
+compare "schema versions, analytics" "$OLD_ANA" "$NEW_ANA" "$versions_query"
 compare "bins" "$OLD_ANA" "$NEW_ANA" "$bins_query"
 runs="$(q "$OLD_ANA" "SELECT count(*) FROM metricagg.job_runs WHERE bins_written <> '{}'")"
 [ "$runs" = 2 ] || die "expected 2 runs that wrote bins in $OLD_ANA (before and after the update), got $runs"

@@ -315,6 +315,24 @@ CREATE FUNCTION metricagg_pack_final(internal) RETURNS bytea
 COMMENT ON FUNCTION metricagg_pack_final(internal) IS
 'Final function of metricagg_pack_bins (internal).';
 
+CREATE FUNCTION metricagg_pack_combine(internal, internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_pack_combine'
+    LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_pack_combine(internal, internal) IS
+'Combine function of metricagg_pack_bins: concatenates two groups'' records (internal).';
+
+CREATE FUNCTION metricagg_pack_serialize(internal) RETURNS bytea
+    AS 'MODULE_PATHNAME', 'metricagg_pack_serialize'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_pack_serialize(internal) IS
+'Serializes a partial metricagg_pack_bins state, as a packed value (internal).';
+
+CREATE FUNCTION metricagg_pack_deserialize(bytea, internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'metricagg_pack_deserialize'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION metricagg_pack_deserialize(bytea, internal) IS
+'Deserializes a partial metricagg_pack_bins state, checking it (internal).';
+
 -- SSPACE: a day of one-minute bins (1,440 × 40 bytes).
 CREATE AGGREGATE metricagg_pack_bins(ts timestamptz, count bigint, avg double precision, min double precision, max double precision) (
     SFUNC = metricagg_pack_trans,
@@ -322,10 +340,13 @@ CREATE AGGREGATE metricagg_pack_bins(ts timestamptz, count bigint, avg double pr
     SSPACE = 65536,
     FINALFUNC = metricagg_pack_final,
     FINALFUNC_MODIFY = READ_ONLY,
+    COMBINEFUNC = metricagg_pack_combine,
+    SERIALFUNC = metricagg_pack_serialize,
+    DESERIALFUNC = metricagg_pack_deserialize,
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE metricagg_pack_bins(timestamptz, bigint, double precision, double precision, double precision) IS
-'The group''s bins as one bytea ordered by ts, little-endian: a version byte (1) and three zero bytes, u32 n; then n records of i64 ts (microseconds since 1970-01-01 UTC; -infinity and infinity as the i64 extremes), i64 count, f64 avg, f64 min, f64 max. A NULL avg/min/max is NaN; rows with a NULL ts or count are skipped; no rows gives NULL; a negative count or a ts after 294246 AD is an error. One transition call per row: a faster way to read whole series than five array_aggs. Decode it with metricagg_core::codec::pack_bins. EXECUTE is granted per role, not to PUBLIC.';
+'The group''s bins as one bytea ordered by ts, little-endian: a version byte (1) and three zero bytes, u32 n; then n records of i64 ts (microseconds since 1970-01-01 UTC; -infinity and infinity as the i64 extremes), i64 count, f64 avg, f64 min, f64 max. A NULL avg/min/max is NaN; rows with a NULL ts or count are skipped; no rows gives NULL; a negative count or a ts after 294246 AD is an error. One transition call per row: a faster way to read whole series than five array_aggs. Parallel safe (combine, serialize, deserialize). Decode it with metricagg_core::codec::pack_bins. EXECUTE is granted per role, not to PUBLIC.';
 
 -- metricagg_stats_by_bin_packed / metricagg_unpack_stats: the bins of
 -- metricagg_stats_by_bin as one bytea, so that a remote aggregation through

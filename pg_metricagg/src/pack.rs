@@ -9,7 +9,9 @@
 //! per row; this is one call per row appending a 40-byte record to one buffer
 //! in the aggregate memory context, sorted once by the final function. A
 //! NULL avg, min or max is NaN (bins never hold NaN); a row whose ts or count
-//! is NULL is skipped, as aggregates skip NULL inputs. No rows: NULL.
+//! is NULL is skipped, as aggregates skip NULL inputs. No rows: NULL. In a
+//! parallel plan each worker's records travel as a packed value of the same
+//! format, and the leader concatenates them.
 //!
 //! `metricagg_stats_by_bin_packed(ts, value, width [, origin])` is
 //! `metricagg_stats_by_bin` with a packed result, which
@@ -70,11 +72,13 @@ unsafe fn alloc(context: pg_sys::MemoryContext, cap: usize) -> NonNull<Pack> {
     state
 }
 
+/// Makes room for `extra` more records, moving the state if it must grow.
 #[cold]
 #[inline(never)]
-unsafe fn grow(state: NonNull<Pack>) -> NonNull<Pack> {
+unsafe fn grow(state: NonNull<Pack>, extra: usize) -> NonNull<Pack> {
     let len = unsafe { (*state.as_ptr()).len };
-    if len >= MAX_RECORDS {
+    let needed = len.saturating_add(extra);
+    if needed > MAX_RECORDS {
         raise(
             PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             "metricagg_pack_bins: too many bins in one group",
@@ -84,11 +88,57 @@ unsafe fn grow(state: NonNull<Pack>) -> NonNull<Pack> {
             "Query a narrower time range, or group by more columns.",
         );
     }
-    let cap = (len * 2).clamp(64, MAX_RECORDS);
+    let cap = (len * 2).clamp(64, MAX_RECORDS).max(needed);
     let raw = unsafe { pg_sys::repalloc_huge(state.as_ptr().cast(), HEADER + cap * RECORD) };
     let grown = NonNull::new(raw.cast::<Pack>()).expect("repalloc does not return NULL");
     unsafe { (*grown.as_ptr()).cap = cap };
     grown
+}
+
+/// Appends `records` to `state`, growing it if needed.
+unsafe fn append(
+    mut state: NonNull<Pack>,
+    records: impl ExactSizeIterator<Item = Record>,
+) -> NonNull<Pack> {
+    unsafe {
+        let (len, cap) = ((*state.as_ptr()).len, (*state.as_ptr()).cap);
+        if cap - len < records.len() {
+            state = grow(state, records.len());
+        }
+        let p = &mut *state.as_ptr();
+        for r in records {
+            Pack::data(state).add(p.len).write(r);
+            p.len += 1;
+        }
+    }
+    state
+}
+
+fn pack_arg(d: Option<pg_sys::Datum>) -> Option<NonNull<Pack>> {
+    d.and_then(|d| NonNull::new(d.cast_mut_ptr::<Pack>()))
+}
+
+fn pack_datum(state: Option<NonNull<Pack>>, fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    match state {
+        Some(s) => pg_sys::Datum::from(s.as_ptr()),
+        None => unsafe { pgrx::fcinfo::pg_return_null(fcinfo) },
+    }
+}
+
+/// The state's records, sorted, as a packed value (the final result, and the
+/// partial state between parallel workers: the same format).
+unsafe fn packed(state: NonNull<Pack>, carries: Carries) -> pg_sys::Datum {
+    let records = unsafe { Pack::records(state) };
+    // Sorting reorders the state but not its multiset: a second call (a
+    // window frame that did not move) returns the same bytes.
+    pack_bins::sort(records);
+    let (datum, out) = new_bytea(
+        pack_bins::encoded_len(records.len()),
+        "metricagg_pack_bins",
+        carries,
+    );
+    pack_bins::encode(records, out);
+    datum
 }
 
 fn float_or_nan(d: Option<pg_sys::Datum>) -> f64 {
@@ -116,12 +166,9 @@ pg_v1_function! {
     /// `metricagg_pack_trans(internal, timestamptz, int8, float8, float8, float8) → internal`.
     fn metricagg_pack_trans / pg_finfo_metricagg_pack_trans (fcinfo) {
         unsafe {
-            let state = arg(fcinfo, 0).and_then(|d| NonNull::new(d.cast_mut_ptr::<Pack>()));
+            let state = pack_arg(arg(fcinfo, 0));
             let (Some(ts), Some(count)) = (arg(fcinfo, 1), arg(fcinfo, 2)) else {
-                return match state {
-                    Some(s) => pg_sys::Datum::from(s.as_ptr()),
-                    None => pgrx::fcinfo::pg_return_null(fcinfo),
-                };
+                return pack_datum(state, fcinfo);
             };
             let record = Record::new(
                 ts.value() as i64,
@@ -136,7 +183,7 @@ pg_v1_function! {
                 None => alloc(aggregate_context(fcinfo), 64),
             };
             if (*state.as_ptr()).len == (*state.as_ptr()).cap {
-                state = grow(state);
+                state = grow(state, 1);
             }
             let p = &mut *state.as_ptr();
             Pack::data(state).add(p.len).write(record);
@@ -147,23 +194,62 @@ pg_v1_function! {
 }
 
 pg_v1_function! {
+    /// `metricagg_pack_combine(internal, internal) → internal`: appends the
+    /// second group's records to the first (the final function sorts). Not
+    /// STRICT; a state from `deserialize` is copied into the aggregate
+    /// context before it is kept.
+    fn metricagg_pack_combine / pg_finfo_metricagg_pack_combine (fcinfo) {
+        unsafe {
+            let context = aggregate_context(fcinfo);
+            let left = pack_arg(arg(fcinfo, 0));
+            let Some(right) = pack_arg(arg(fcinfo, 1)) else {
+                return pack_datum(left, fcinfo);
+            };
+            let add = Pack::records(right);
+            let left = match left {
+                Some(l) => l,
+                None => alloc(context, add.len().max(64)),
+            };
+            pack_datum(Some(append(left, add.iter().copied())), fcinfo)
+        }
+    }
+}
+
+pg_v1_function! {
+    /// `metricagg_pack_serialize(internal) → bytea`: the partial state as a
+    /// packed value (`metricagg_core::codec::pack_bins`), sorted.
+    fn metricagg_pack_serialize / pg_finfo_metricagg_pack_serialize (fcinfo) {
+        unsafe {
+            let state = pack_arg(arg(fcinfo, 0)).expect("STRICT: state is not NULL");
+            packed(state, Carries::PartialState)
+        }
+    }
+}
+
+pg_v1_function! {
+    /// `metricagg_pack_deserialize(bytea, internal) → internal`: checked by
+    /// `metricagg_core::codec::pack_bins::decode` before anything is allocated.
+    fn metricagg_pack_deserialize / pg_finfo_metricagg_pack_deserialize (fcinfo) {
+        unsafe {
+            let bytes = bytes_of(arg(fcinfo, 0).expect("STRICT: bytea is not NULL"));
+            let decoded = pack_bins::decode(bytes).unwrap_or_else(|e| {
+                decode_failed("metricagg_pack_bins: invalid serialized aggregate state", &e, Source::PartialState)
+            });
+            // Short-lived: combine copies it into the aggregate context.
+            let state = alloc(pg_sys::CurrentMemoryContext, decoded.len().max(1));
+            pg_sys::Datum::from(append(state, decoded.iter()).as_ptr())
+        }
+    }
+}
+
+pg_v1_function! {
     /// `metricagg_pack_final(internal) → bytea`: the records ordered by ts.
     fn metricagg_pack_final / pg_finfo_metricagg_pack_final (fcinfo) {
         unsafe {
-            let Some(state) = arg(fcinfo, 0).and_then(|d| NonNull::new(d.cast_mut_ptr::<Pack>())) else {
+            let Some(state) = pack_arg(arg(fcinfo, 0)) else {
                 return pgrx::fcinfo::pg_return_null(fcinfo);
             };
-            let records = Pack::records(state);
-            // Sorting reorders the state but not its multiset: a second call
-            // (a window frame that did not move) returns the same bytes.
-            pack_bins::sort(records);
-            let (datum, out) = new_bytea(
-                pack_bins::encoded_len(records.len()),
-                "metricagg_pack_bins",
-                Carries::Result,
-            );
-            pack_bins::encode(records, out);
-            datum
+            packed(state, Carries::Result)
         }
     }
 }

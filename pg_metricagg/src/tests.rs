@@ -839,6 +839,55 @@ mod tests {
         Ok(())
     }
 
+    /// metricagg_pack_bins in a parallel plan (partial states through
+    /// serialize, deserialize and combine) returns the serial result, byte for
+    /// byte, grouped and ungrouped.
+    #[pg_test]
+    fn pack_bins_parallel_equals_serial() -> TestResult {
+        Spi::run(
+            "SELECT setseed(0.55);
+             CREATE TABLE ppk AS
+             SELECT 'srv-' || (g % 50) AS server_id, (ARRAY['cpu', 'memory'])[1 + (g / 50) % 2] AS metric_type,
+                    timestamptz '2025-11-15 00:00+00' + (g / 100) * interval '1 minute' AS ts,
+                    (g % 61)::int8 AS count,
+                    CASE WHEN random() < 0.02 THEN NULL ELSE random() * 100 END AS avg,
+                    random() AS min, random() * 1e3 AS max
+             FROM generate_series(0, 199999) g ORDER BY random();
+             ANALYZE ppk;
+             SET LOCAL max_parallel_workers_per_gather = 0;
+             CREATE TABLE pk_serial AS
+               SELECT server_id, metric_type, metricagg_pack_bins(ts, count, avg, min, max) p FROM ppk GROUP BY 1, 2;
+             CREATE TABLE pk_serial_one AS SELECT metricagg_pack_bins(ts, count, avg, min, max) p FROM ppk;",
+        )?;
+        force_parallel_plans()?;
+        let grouped = "SELECT server_id, metric_type, metricagg_pack_bins(ts, count, avg, min, max) p FROM ppk GROUP BY 1, 2";
+        let one = "SELECT metricagg_pack_bins(ts, count, avg, min, max) p FROM ppk";
+        for q in [grouped, one] {
+            let plan = explain("ANALYZE, COSTS OFF, TIMING OFF", q)?;
+            assert!(
+                plan.contains("Partial") && plan.contains("Gather"),
+                "{plan}"
+            );
+            assert!(!plan.contains("Workers Launched: 0"), "{plan}");
+        }
+        assert_eq!(count("SELECT count(*) FROM pk_serial")?, 100);
+        assert_no_rows(
+            "parallel pack_bins vs serial",
+            &format!(
+                "SELECT server_id, metric_type FROM pk_serial s FULL JOIN ({grouped}) p USING (server_id, metric_type)
+                 WHERE s.p IS DISTINCT FROM p.p"
+            ),
+        )?;
+        assert_no_rows(
+            "ungrouped parallel pack_bins vs serial",
+            &format!("SELECT 1 FROM pk_serial_one s, ({one}) p WHERE s.p IS DISTINCT FROM p.p"),
+        )?;
+        let packed =
+            Spi::get_one::<Vec<u8>>("SELECT p FROM pk_serial_one")?.expect("a packed value");
+        assert_eq!(unpack(&packed).len(), 200_000);
+        Ok(())
+    }
+
     #[pg_test]
     fn nulls_in_nulls_out() -> TestResult {
         assert_eq!(
@@ -915,8 +964,9 @@ mod tests {
     }
 
     /// Feeds `bytes` to the deserial function of `kind` (values, binned,
-    /// rollup) as an aggregate would, uses the state (the percentile of the
-    /// values, the packed bins of binned states) and serializes it again.
+    /// rollup, pack) as an aggregate would, serializes the state again, and
+    /// uses it (the percentile of the values, the packed bins of binned
+    /// states, the result of packed records).
     /// Calls go through `DirectFunctionCall`, so an error raised inside is a
     /// PostgreSQL error here too.
     #[pg_extern]
@@ -941,6 +991,11 @@ mod tests {
                 rollup::metricagg_rollup_deserialize,
                 rollup::metricagg_rollup_serialize,
                 None,
+            ),
+            "pack" => (
+                pack::metricagg_pack_deserialize,
+                pack::metricagg_pack_serialize,
+                Some(pack::metricagg_pack_final as F),
             ),
             other => panic!("no state kind {other}"),
         };
@@ -1001,6 +1056,8 @@ mod tests {
                 rollup_state::encode_to_vec(&grid, &series),
                 &mut rng,
             );
+            let records = testing::random_records(&mut rng, i % 4);
+            add("pack", pack_bins::encode_to_vec(&records), &mut rng);
             let stats = testing::random_stats_bins(&mut rng, i % 4);
             add(
                 "unpack",
@@ -1008,7 +1065,7 @@ mod tests {
                 &mut rng,
             );
         }
-        for kind in ["values", "binned", "rollup", "unpack"] {
+        for kind in ["values", "binned", "rollup", "pack", "unpack"] {
             for _ in 0..150 {
                 let n = (rng.next_u64() % 120) as usize;
                 inputs.push((kind, testing::random_bytes(&mut rng, n), "any"));
@@ -1060,6 +1117,7 @@ mod tests {
                     OR o.msg NOT IN ('pg_metricagg: invalid serialized aggregate state',
                                      'metricagg_stats_by_bin: invalid serialized aggregate state',
                                      'metricagg_rollup: invalid serialized aggregate state',
+                                     'metricagg_pack_bins: invalid serialized aggregate state',
                                      'metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value'))",
         )?;
         assert_no_rows(

@@ -17,6 +17,15 @@ ALTER TABLE metricagg.change_log ADD COLUMN IF NOT EXISTS node integer NOT NULL 
 DROP INDEX IF EXISTS metricagg.change_log_xid;
 CREATE INDEX IF NOT EXISTS change_log_node_xid ON metricagg.change_log (node, xid);
 ALTER TABLE metricagg.job_progress DROP COLUMN IF EXISTS done_below;
+-- Version 1 granted the trigger function to the ingest role; a trigger runs
+-- without it, and functions.sql no longer grants it.
+DO $$
+BEGIN
+    IF to_regprocedure('metricagg.log_sample_changes()') IS NOT NULL THEN
+        REVOKE EXECUTE ON FUNCTION metricagg.log_sample_changes() FROM metricagg_ingest;
+    END IF;
+END
+$$;
 
 CREATE TABLE metricagg.ingest_config (
     singleton     boolean     PRIMARY KEY DEFAULT true CHECK (singleton),

@@ -60,13 +60,16 @@ BEGIN
         RAISE EXCEPTION 'metricagg.samples: (server_id %, metric_type %) is not a valid pair of names (row ts %, value %)',
                         quote_literal(r.server_id), quote_literal(r.metric_type), r.ts, r.value
             USING ERRCODE = 'check_violation',
+                  DETAIL = 'Server and metric names are 1 to 128 characters of A-Z, a-z, 0-9, ".", "_" and "-".',
                   HINT = 'Server and metric names are 1 to 128 characters of A-Z, a-z, 0-9, ".", "_" and "-".';
     END IF;
     IF bad_time THEN
         SELECT * INTO r FROM new_rows n WHERE NOT (n.ts >= lo_bound AND n.ts < hi_bound) LIMIT 1;
-        RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %, value %) is outside the accepted window [%, %)',
-                        r.ts, quote_literal(r.server_id), quote_literal(r.metric_type), r.value, lo_bound, hi_bound
+        RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %, value %) is outside the accepted window [%, now() + %)',
+                        r.ts, quote_literal(r.server_id), quote_literal(r.metric_type), r.value, lo_bound,
+                        (SELECT future_margin FROM metricagg.ingest_config)
             USING ERRCODE = 'check_violation',
+                  DETAIL = 'The window is metricagg.ingest_config (min_ts, now() + future_margin).',
                   HINT = 'Check the sending agent''s clock. The window is metricagg.ingest_config (min_ts, now() + future_margin).';
     END IF;
     IF in_retired THEN
@@ -76,6 +79,7 @@ BEGIN
             RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %) falls in a day whose raw samples retention already dropped',
                             r.ts, quote_literal(r.server_id), quote_literal(r.metric_type)
                 USING ERRCODE = 'check_violation',
+                      DETAIL = 'Its bins were computed from the complete day; recomputing them from this sample alone would lose data.',
                       HINT = 'Its bins were computed from the complete day; recomputing them from this sample alone would lose data. See metricagg.retired.';
         END IF;
     END IF;
@@ -93,6 +97,16 @@ CREATE TRIGGER samples_log_changes
 -- the job through postgres_fdw in the same remote transaction as the log and
 -- the samples. One server: one node, 0. (sql/citus/ replaces this view with
 -- one row per worker.)
+-- Version 1's view had the horizon alone: CREATE OR REPLACE VIEW cannot put
+-- a column before it, so that view is dropped first.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('metricagg.snapshot_horizon')
+                                            AND attnum = 1 AND attname = 'horizon') THEN
+        DROP VIEW metricagg.snapshot_horizon;
+    END IF;
+END
+$$;
 CREATE OR REPLACE VIEW metricagg.snapshot_horizon AS
     SELECT 0 AS node, pg_snapshot_xmin(pg_current_snapshot()) AS horizon;
 
@@ -248,6 +262,7 @@ DECLARE
     pending   timestamptz;
     upper_ts  timestamptz;
     lower_ts  timestamptz;
+    dropped   text;
 BEGIN
     IF max_age IS NULL OR max_age <= interval '0' THEN
         RAISE EXCEPTION 'drop_old_partitions: max_age must be positive' USING HINT = 'e.g. interval ''7 days''';
@@ -284,8 +299,9 @@ BEGIN
             SELECT id, tstzmultirange(tstzrange(%2$L, %3$L)) FROM s WHERE id IS NOT NULL
             ON CONFLICT (server_id) DO UPDATE SET days = t.days + EXCLUDED.days$q$,
             part.rel, lower_ts, upper_ts);
+        dropped := part.rel::text;   -- its name, while it still has one
         EXECUTE format('DROP TABLE %s', part.rel);
-        RETURN NEXT part.rel::text;
+        RETURN NEXT dropped;
     END LOOP;
 END
 $$;

@@ -340,6 +340,12 @@ async fn late_rows_for_a_retired_day_are_refused_and_complete_bins_survive() {
         .unwrap()
         .get(0);
     assert_eq!(dropped.len(), 2, "{dropped:?}");
+    assert!(
+        dropped
+            .iter()
+            .all(|d| d.trim_start_matches("metricagg.").starts_with("samples_2")),
+        "retention returns the dropped partitions' names: {dropped:?}"
+    );
     let retired: String = p
         .raw
         .query_one(
