@@ -34,9 +34,11 @@ pub struct Key {
     pub metric: Option<String>,
 }
 
-/// What a narrative depends on besides the bins version.
+/// What a narrative depends on besides the bins version (the width follows
+/// from the range and the stored widths, which may change on their own).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NarrativeKey {
+    pub width: i64,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     pub server: Option<String>,
@@ -274,6 +276,7 @@ mod tests {
     fn nkey(h: i64, server: Option<&str>) -> NarrativeKey {
         let k = key(h);
         NarrativeKey {
+            width: 60,
             start: k.start,
             end: k.end,
             server: server.map(str::to_string),

@@ -295,6 +295,7 @@ async fn insights(
     facts.extend(an.facts.iter().cloned());
     let t2 = Instant::now();
     let nkey = NarrativeKey {
+        width,
         start,
         end,
         server: server.clone(),
