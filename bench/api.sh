@@ -9,6 +9,12 @@
 # narrative for each, then the last line
 #   p50_ms=… p99_ms=… rps=… cold_p50_ms=… cold_p99_ms=…
 #
+# The bins are stored as scripts/db.sh create-db makes them: a TimescaleDB
+# hypertable when TimescaleDB is installed, else native partitions;
+# METRICAGG_BINS_ENGINE=native|timescaledb chooses (one database per engine).
+# The service takes one pooled connection per request (issue 12), so a cold
+# fetch is one backend's work, in parallel workers where PostgreSQL can.
+#
 # Settings: BENCH_SECONDS (20), BENCH_CONNECTIONS (1), BENCH_PORT (3918).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +23,7 @@ SECONDS_RUN="${BENCH_SECONDS:-20}"
 CONNS="${BENCH_CONNECTIONS:-1}"
 PORT="${BENCH_PORT:-3918}"
 # Bins inserted in time order, as the job writes them.
-DB=ia_bench_50x24h_tsorder
+DB="ia_bench_50x24h_${METRICAGG_BINS_ENGINE:-auto}"
 START=2025-11-15T00:00:00Z
 END=2025-11-16T00:00:00Z
 
@@ -57,6 +63,7 @@ ANALYZE metricagg.bins;
 SQL
 fi
 
+echo "bench-api: bins storage: $(psql -X -At "$ADMIN_URL" -c "SELECT metricagg.bins_storage()"); load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 cargo build --release -p insights-api --bin insights-api >&2
 API_URL="${API_DATABASE_URL%/*}/$DB"
 URL="http://127.0.0.1:$PORT/insights?start=$START&end=$END"

@@ -36,10 +36,24 @@
   };
 
   // --- API ---------------------------------------------------------------
+  // With API_TOKEN set, open the page once as /#token=<API_TOKEN>: the token
+  // is kept for this tab only and removed from the address bar.
+  const TOKEN = (() => {
+    const m = location.hash.match(/^#token=([^&]+)$/);
+    if (m) {
+      sessionStorage.setItem("metricagg.token", decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return sessionStorage.getItem("metricagg.token");
+  })();
+  const HEADERS = TOKEN ? { accept: "application/json", authorization: `Bearer ${TOKEN}` } : { accept: "application/json" };
+  // A token typed into the address bar of an open page: start again with it.
+  window.addEventListener("hashchange", () => { if (/^#token=/.test(location.hash)) location.reload(); });
+
   async function api(path) {
     let r;
     try {
-      r = await fetch(path, { headers: { accept: "application/json" } });
+      r = await fetch(path, { headers: HEADERS });
     } catch (e) {
       throw new Error(`${path.split("?")[0]}: the API does not answer (${e.message})`);
     }

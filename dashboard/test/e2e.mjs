@@ -6,6 +6,7 @@
 //   DASHBOARD_EXPECT      JSON: {servers, metrics, windows: [{server, metric, start, end}], unhealthy}
 //   DASHBOARD_SCREENSHOT  where to save the full-page screenshot (full and perf)
 //   DASHBOARD_BUDGET_MS   perf: the most the page may take to be ready
+//   DASHBOARD_TOKEN       the API's API_TOKEN, when it has one
 // Prints one line per check and exits non-zero on the first failure.
 import { strict as assert } from "node:assert";
 import { mkdirSync } from "node:fs";
@@ -18,11 +19,12 @@ const MODE = process.env.DASHBOARD_MODE || "full";
 const EXPECT = JSON.parse(process.env.DASHBOARD_EXPECT || "{}");
 const SHOT = process.env.DASHBOARD_SCREENSHOT;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const TOKEN = process.env.DASHBOARD_TOKEN;
 assert.ok(BASE, "DASHBOARD_URL is required");
 
 const ok = (msg) => console.log(`ok   ${MODE}: ${msg}`);
 const getJson = async (path) => {
-  const r = await fetch(BASE + path);
+  const r = await fetch(BASE + path, TOKEN ? { headers: { authorization: `Bearer ${TOKEN}` } } : {});
   assert.equal(r.status, 200, `${path}: HTTP ${r.status}`);
   return r.json();
 };
@@ -53,6 +55,20 @@ try {
     ok(`${what}: no console errors or warnings, no page errors, no request off the API`);
   };
 
+  if (TOKEN) {
+    // Without the token the page says what is missing (the browser logs the 401s).
+    allowed = [/status of 401/];
+    await page.goto(BASE + "/");
+    await settled();
+    assert.equal(await page.evaluate(() => document.body.dataset.state), "error");
+    assert.match(await page.locator("#banner").innerText(), /Authorization: Bearer/);
+    allowed = [];
+    // Given once in the fragment, it is kept for the tab and leaves the address bar.
+    await page.goto(`${BASE}/#token=${encodeURIComponent(TOKEN)}`);
+    await settled();
+    assert.ok(!page.url().includes(TOKEN), `the token left the address bar: ${page.url()}`);
+    ok("API_TOKEN: refused without it, kept for the tab from /#token=, gone from the address bar");
+  }
   const t0 = Date.now();
   await page.goto(BASE + "/");
   await settled();

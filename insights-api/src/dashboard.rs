@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,8 +22,8 @@ use serde_json::{json, Value};
 
 use crate::db;
 use crate::error::ApiError;
-use crate::params::{check_ident, parse_time, parse_width, width_name};
-use crate::routes::AppState;
+use crate::params::{utc, width_name, AssetQuery, FleetQuery, Query};
+use crate::state::AppState;
 
 struct Asset {
     name: &'static str,
@@ -114,6 +115,8 @@ fn header_value(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("a valid header value")
 }
 
+/// The page. Its query (`?period=…&server=…`) is the page's own state, read
+/// by the script, not by the service.
 async fn index() -> Response {
     (
         [
@@ -129,19 +132,21 @@ async fn index() -> Response {
 }
 
 async fn asset(
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    name: Result<Path<String>, PathRejection>,
+    Query(q): Query<AssetQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Path(name) = name.map_err(|e| ApiError::BadRequest(format!("bad asset name: {e}")))?;
     let a = ASSETS.iter().find(|a| a.name == name).ok_or_else(|| {
         ApiError::NotFound(format!(
-            "no asset {name}; assets are {}",
+            "no asset {:?}; assets are {}",
+            name.chars().take(64).collect::<String>(),
             ASSETS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
         ))
     })?;
     let etag = format!("\"{}\"", version());
     // A URL with the current version never changes; any other is revalidated.
-    let cache = if q.get("v").map(String::as_str) == Some(version()) {
+    let cache = if q.v.as_deref() == Some(version()) {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
@@ -173,104 +178,66 @@ const FLEET_TARGET_POINTS: i64 = 720;
 const FLEET_MAX_POINTS: i64 = 20_000;
 
 /// The automatic width of `/fleet`: the finest of a few round widths that
-/// keeps the grid within `FLEET_TARGET_POINTS`.
-pub fn fleet_width(range_secs: i64) -> i64 {
+/// keeps the grid within `FLEET_TARGET_POINTS` and is a multiple of a stored
+/// width.
+pub fn fleet_width(widths: &db::StoredWidths, range_secs: i64) -> i64 {
     const NICE: [i64; 10] = [60, 300, 900, 1800, 3600, 7200, 21600, 43200, 86400, 604800];
     NICE.into_iter()
+        .filter(|&w| widths.source_for(w).is_some())
         .find(|w| range_secs / w <= FLEET_TARGET_POINTS)
         .unwrap_or(NICE[NICE.len() - 1])
-}
-
-fn bad(msg: String) -> ApiError {
-    ApiError::BadRequest(msg)
 }
 
 /// `GET /fleet?metric&start&end[&width]`: every server's count-weighted
 /// average of one metric on one grid of bins (null where a server has none),
 /// for comparing the fleet in one chart.
-#[tracing::instrument(skip_all, fields(metric))]
+#[tracing::instrument(skip_all, fields(metric = %q.metric))]
 async fn fleet(
     State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<FleetQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    const ALLOWED: [&str; 4] = ["metric", "start", "end", "width"];
-    if let Some(k) = q.keys().find(|k| !ALLOWED.contains(&k.as_str())) {
-        return Err(bad(format!(
-            "unknown parameter `{k}`; allowed: {}",
-            ALLOWED.join(", ")
-        )));
-    }
-    let get = |name: &str| {
-        q.get(name)
-            .map(String::as_str)
-            .ok_or_else(|| bad(format!("missing required parameter `{name}`")))
+    let c = db::connect(&st.0.pool).await?;
+    let widths = db::meta(&c).await?.widths;
+    let width = match q.width {
+        Some(w) => w,
+        None => fleet_width(&widths, q.range.secs()),
     };
-    let metric = get("metric")?;
-    tracing::Span::current().record("metric", metric);
-    check_ident("metric", metric).map_err(bad)?;
-    let start = parse_time("start", get("start")?).map_err(bad)?;
-    let end = parse_time("end", get("end")?).map_err(bad)?;
-    if start >= end {
-        return Err(bad(format!(
-            "`start` ({start}) must be before `end` ({end})"
-        )));
-    }
-    let max_hours = st.0.config.max_range_hours;
-    if (end - start).num_seconds() > max_hours * 3600 {
-        return Err(bad(format!(
-            "the range is {} hours; the maximum is {max_hours} hours",
-            (end - start).num_seconds() / 3600
-        )));
-    }
-    let width = match q.get("width") {
-        Some(w) => parse_width(w).map_err(bad)?,
-        None => fleet_width((end - start).num_seconds()),
-    };
-    let s_al = db::floor_to_bin(start.timestamp(), width);
-    let e_al = {
-        let f = db::floor_to_bin(end.timestamp(), width);
-        if f < end.timestamp() {
-            f + width
-        } else {
-            f
-        }
-    };
+    let source = widths.source(width)?;
+    let (s_al, e_al) = q.range.aligned(width)?;
     let slots = (e_al - s_al) / width;
     if slots > FLEET_MAX_POINTS {
-        return Err(bad(format!(
+        return Err(ApiError::BadRequest(format!(
             "{} would give {slots} points per server, more than {FLEET_MAX_POINTS}; use a coarser `width`",
             width_name(width)
         )));
     }
-    if !db::metric_exists(&st.0.pool, metric).await? {
-        return Err(ApiError::NotFound(format!(
-            "unknown metric `{metric}`; metrics are cpu, memory, disk_io, network"
+    let metric = q.metric;
+    db::check_server_metric(&c, None, Some(&metric)).await?;
+    let rows = db::fleet(&c, &metric, (utc(s_al), utc(e_al)), width, source).await?;
+    drop(c);
+    // Each server is a column of `slots` values, each at least `null,`:
+    // refuse before building what MAX_RESPONSE_BYTES would refuse after.
+    let n_servers = rows
+        .iter()
+        .map(|r| r.0.as_str())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let least_bytes = (n_servers as u64).saturating_mul(slots as u64 * 5);
+    if least_bytes > st.0.config.max_response_bytes as u64 {
+        return Err(ApiError::TooLarge(format!(
+            "{n_servers} servers × {slots} bins is more than MAX_RESPONSE_BYTES={} can hold; \
+             use a coarser `width` or a shorter range",
+            st.0.config.max_response_bytes
         )));
     }
-    let source = db::source_width(width);
-    let c = st.0.pool.get().await?;
-    let rows = c
-        .query(
-            "SELECT server_id,
-                    date_bin($4::bigint * interval '1 second', ts, TIMESTAMPTZ '2000-01-03 00:00:00+00'),
-                    sum(avg * count) FILTER (WHERE avg IS NOT NULL)
-                      / nullif(sum(count) FILTER (WHERE avg IS NOT NULL), 0)::float8
-               FROM metricagg.bins
-              WHERE metric_type = $1 AND width = $5::bigint * interval '1 second'
-                AND ts >= $2 AND ts < $3
-              GROUP BY 1, 2",
-            &[&metric, &ts(s_al), &ts(e_al), &width, &source],
-        )
-        .await?;
     let mut by_server: HashMap<String, Vec<Option<f64>>> = HashMap::new();
-    for r in &rows {
-        let t: DateTime<Utc> = r.get(1);
+    for (server, t, avg) in rows {
         let slot = ((t.timestamp() - s_al) / width) as usize;
         let col = by_server
-            .entry(r.get(0))
+            .entry(server)
             .or_insert_with(|| vec![None; slots as usize]);
         if let Some(v) = col.get_mut(slot) {
-            *v = r.get(2);
+            *v = avg;
         }
     }
     let mut names: Vec<String> = by_server.keys().cloned().collect();
@@ -279,14 +246,14 @@ async fn fleet(
         .iter()
         .map(|n| json!({"server": n, "avg": by_server[n]}))
         .collect();
-    let grid: Vec<DateTime<Utc>> = (0..slots).map(|i| ts(s_al + i * width)).collect();
+    let grid: Vec<DateTime<Utc>> = (0..slots).map(|i| utc(s_al + i * width)).collect();
     let message = servers
         .is_empty()
-        .then(|| format!("no {metric} data in [{}, {})", ts(s_al), ts(e_al)));
+        .then(|| format!("no {metric} data in [{}, {})", utc(s_al), utc(e_al)));
     Ok(Json(json!({
         "metric": metric,
-        "start": ts(s_al),
-        "end": ts(e_al),
+        "start": utc(s_al),
+        "end": utc(e_al),
         "width": width_name(width),
         "width_seconds": width,
         "source_width": width_name(source),
@@ -298,21 +265,28 @@ async fn fleet(
     })))
 }
 
-fn ts(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(t, 0).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn automatic_fleet_width() {
-        assert_eq!(fleet_width(3600), 60);
-        assert_eq!(fleet_width(12 * 3600), 60);
-        assert_eq!(fleet_width(24 * 3600), 300);
-        assert_eq!(fleet_width(7 * 86400), 900);
-        assert_eq!(fleet_width(31 * 86400), 3600 * 2);
+        let w = |s: &[i64]| {
+            let widths = s
+                .iter()
+                .map(|&x| metricagg_core::bin::Width::from_secs(x).unwrap());
+            db::StoredWidths::new(widths).unwrap()
+        };
+        let default = w(&[60, 3600]);
+        assert_eq!(fleet_width(&default, 3600), 60);
+        assert_eq!(fleet_width(&default, 12 * 3600), 60);
+        assert_eq!(fleet_width(&default, 24 * 3600), 300);
+        assert_eq!(fleet_width(&default, 7 * 86400), 900);
+        assert_eq!(fleet_width(&default, 31 * 86400), 3600 * 2);
+        // only multiples of what is stored
+        let coarse = w(&[900, 86400]);
+        assert_eq!(fleet_width(&coarse, 3600), 900);
+        assert_eq!(fleet_width(&coarse, 24 * 3600), 900);
     }
 
     #[test]

@@ -7,11 +7,14 @@ pub mod config;
 pub mod dashboard;
 pub mod db;
 pub mod error;
+pub mod guard;
 pub mod llm;
 pub mod narrative;
 pub mod openapi;
 pub mod params;
 pub mod routes;
+pub mod state;
 pub mod stats;
 
-pub use routes::{app, AppState};
+pub use routes::app;
+pub use state::AppState;

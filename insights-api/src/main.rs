@@ -37,14 +37,27 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    config.check()?;
+    if config.max_concurrent_requests > config.db_pool_size as u64 {
+        tracing::warn!(
+            max_concurrent_requests = config.max_concurrent_requests,
+            db_pool_size = config.db_pool_size,
+            "more request slots than pooled connections: requests may wait for a connection"
+        );
+    }
     let bind = config.bind;
+    let auth = if config.token().is_some() {
+        "bearer token"
+    } else {
+        "none (loopback only)"
+    };
     let mode = config.effective_llm_mode();
     let model = config.openai_model.clone();
     let state = AppState::new(config)?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-    tracing::info!(%bind, llm_mode = mode.as_str(), %model, "insights-api listening");
+    tracing::info!(%bind, llm_mode = mode.as_str(), %model, auth, "insights-api listening");
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown())
         .await

@@ -1,63 +1,30 @@
-//! HTTP handlers and the router.
+//! The router and the API's handlers (the dashboard's are in
+//! [`crate::dashboard`]). Handlers parse their query with
+//! [`crate::params::Query`], take one connection for all their queries
+//! ([`db::connect`]) and let it go before the analysis and the narrative.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, Uri};
-use axum::response::IntoResponse;
+use axum::extract::State;
+use axum::http::Uri;
 use axum::routing::get;
-use axum::{Json, Router};
-use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::analysis::{analyse, Analysis, Fact, Params};
-use crate::cache::{DatasetCache, Key};
-use crate::config::Config;
+use crate::analysis::{analyse, Analysis, Fact};
+use crate::cache::{Key, NarrativeKey};
 use crate::db;
 use crate::error::ApiError;
-use crate::llm::{narrate, LlmClient, LlmInfo};
+use crate::guard::{Deadline, Slot};
+use crate::llm::{narrate, LlmInfo};
 use crate::narrative::{period_fact, Narrative};
-use crate::params::{check_ident, parse_time, parse_width, width_name};
+use crate::params::{utc, width_name, InsightsQuery, NoQuery, Query, SeriesQuery};
+use crate::state::AppState;
 
-pub struct Inner {
-    pub pool: Pool,
-    pub config: Config,
-    pub llm: Option<LlmClient>,
-    pub params: Params,
-    pub cache: DatasetCache,
-}
-
-#[derive(Clone)]
-pub struct AppState(pub Arc<Inner>);
-
-impl AppState {
-    pub fn new(config: Config) -> Result<AppState, String> {
-        let pool = db::make_pool(
-            config.database_url.expose(),
-            config.db_pool_size,
-            std::time::Duration::from_secs(config.db_timeout_secs.max(1)),
-        )?;
-        let llm = LlmClient::from_config(&config)?;
-        let params = Params {
-            forecast_hours: config.forecast_hours.clamp(0, 168),
-            ..Params::default()
-        };
-        let cache = DatasetCache::new(config.cache_max_bins);
-        Ok(AppState(Arc::new(Inner {
-            pool,
-            config,
-            llm,
-            params,
-            cache,
-        })))
-    }
-}
-
-/// The application: every route, with no socket, so tests can call it directly.
+/// The application: every route, with no socket, so tests can call it
+/// directly; every request passes [`crate::guard::guard`].
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
@@ -67,32 +34,69 @@ pub fn app(state: AppState) -> Router {
         .route("/insights", get(insights))
         .route("/openapi.json", get(openapi))
         .merge(crate::dashboard::router())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::guard,
+        ))
         .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!(
         "no route {}; see /openapi.json for /health, /servers, /periods, /series, /insights, /fleet, / (the dashboard)",
-        uri.path()
+        uri.path().chars().take(200).collect::<String>()
     ))
 }
 
-async fn openapi() -> Json<Value> {
+async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; every endpoint is GET (see /openapi.json)",
+        uri.path().chars().take(200).collect::<String>()
+    ))
+}
+
+async fn openapi(Query(NoQuery): Query<NoQuery>) -> Json<Value> {
     Json(crate::openapi::document())
 }
 
+/// The service, its database and the job that feeds it. `status` is
+/// `degraded` (still 200) while change-log entries wait in quarantine: the
+/// bins are current except for what was set aside.
 #[tracing::instrument(skip_all)]
-async fn health(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    db::ping(&st.0.pool).await?;
-    Ok(Json(
-        json!({"status": "ok", "database": "ok", "llm_mode": st.0.config.effective_llm_mode().as_str()}),
-    ))
+async fn health(
+    State(st): State<AppState>,
+    Query(NoQuery): Query<NoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let c = db::connect(&st.0.pool).await?;
+    db::ping(&c).await?;
+    let job = db::job_health(&c).await?;
+    drop(c);
+    let quarantined = job.as_ref().map_or(0, |j| j.quarantined);
+    let message = (quarantined > 0).then(|| {
+        format!(
+            "{quarantined} change-log entries are quarantined: their samples are not in the bins \
+             (see metricagg.quarantine in the analytics database)"
+        )
+    });
+    Ok(Json(json!({
+        "status": if quarantined > 0 { "degraded" } else { "ok" },
+        "database": "ok",
+        "llm_mode": st.0.config.effective_llm_mode().as_str(),
+        "job": job,
+        "message": message,
+    })))
 }
 
 #[tracing::instrument(skip_all)]
-async fn servers(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let s = db::servers(&st.0.pool).await?;
+async fn servers(
+    State(st): State<AppState>,
+    Query(NoQuery): Query<NoQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let c = db::connect(&st.0.pool).await?;
+    let widths = db::meta(&c).await?.widths;
+    let s = db::servers(&c, widths.finest()).await?;
     let message = s
         .is_empty()
         .then_some("no bins stored yet: run the seeder and metricagg_run_once()");
@@ -102,12 +106,17 @@ async fn servers(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn periods(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn periods(
+    State(st): State<AppState>,
+    Query(NoQuery): Query<NoQuery>,
+) -> Result<Json<Value>, ApiError> {
     let gap = st.0.config.period_gap_bins;
-    let p = db::periods(&st.0.pool, gap).await?;
+    let c = db::connect(&st.0.pool).await?;
+    let width = db::meta(&c).await?.widths.finest();
+    let p = db::periods(&c, width, gap).await?;
     let message = p.is_empty().then_some("no bins stored yet: no periods");
     Ok(Json(json!({
-        "width": width_name(db::STORED_WIDTHS[0]),
+        "width": width_name(width),
         "gap_bins": gap,
         "count": p.len(),
         "periods": p,
@@ -115,119 +124,60 @@ async fn periods(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     })))
 }
 
-type Q = Query<HashMap<String, String>>;
+/// Most bins per series `/insights` analyses: ranges longer than this many
+/// bins of the finest stored width are analysed at a coarser stored width.
+pub const ANALYSIS_MAX_BINS: i64 = 48 * 60;
 
-fn allowed(q: &HashMap<String, String>, names: &[&str]) -> Result<(), ApiError> {
-    for k in q.keys() {
-        if !names.contains(&k.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown parameter `{k}`; allowed: {}",
-                names.join(", ")
-            )));
-        }
-    }
-    Ok(())
+/// The width `/insights` analyses a range at: the finest stored width giving
+/// at most [`ANALYSIS_MAX_BINS`] bins per series, else the coarsest (with the
+/// default widths: one minute up to 48 hours, one hour beyond).
+pub fn analysis_width(widths: &db::StoredWidths, range_secs: i64) -> i64 {
+    let all = widths.all();
+    all.iter()
+        .copied()
+        .find(|w| range_secs / w <= ANALYSIS_MAX_BINS)
+        .unwrap_or(all[all.len() - 1])
 }
 
-fn required<'a>(q: &'a HashMap<String, String>, name: &str) -> Result<&'a str, ApiError> {
-    q.get(name)
-        .map(String::as_str)
-        .ok_or_else(|| ApiError::BadRequest(format!("missing required parameter `{name}`")))
-}
+/// Most points `/series` returns.
+const SERIES_MAX_POINTS: i64 = 100_000;
 
-fn range(
-    q: &HashMap<String, String>,
-    max_hours: i64,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let start = parse_time("start", required(q, "start")?).map_err(ApiError::BadRequest)?;
-    let end = parse_time("end", required(q, "end")?).map_err(ApiError::BadRequest)?;
-    if start >= end {
+#[tracing::instrument(skip_all, fields(server = %q.server, metric = %q.metric))]
+async fn series(
+    State(st): State<AppState>,
+    Query(q): Query<SeriesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let c = db::connect(&st.0.pool).await?;
+    let widths = db::meta(&c).await?.widths;
+    let width = q.width.unwrap_or(widths.finest());
+    let source = widths.source(width)?;
+    // Whole bins: align the range outward to the requested width.
+    let (s_al, e_al) = q.range.aligned(width)?;
+    if (e_al - s_al) / width > SERIES_MAX_POINTS {
         return Err(ApiError::BadRequest(format!(
-            "`start` ({start}) must be before `end` ({end})"
-        )));
-    }
-    if (end - start).num_seconds() > max_hours * 3600 {
-        return Err(ApiError::BadRequest(format!(
-            "the range is {} hours; the maximum is {max_hours} hours",
-            (end - start).num_seconds() / 3600
-        )));
-    }
-    Ok((start, end))
-}
-
-async fn check_server_metric(
-    pool: &Pool,
-    server: Option<&str>,
-    metric: Option<&str>,
-) -> Result<(), ApiError> {
-    if let Some(s) = server {
-        check_ident("server", s).map_err(ApiError::BadRequest)?;
-        if !db::server_exists(pool, s).await? {
-            return Err(ApiError::NotFound(format!(
-                "unknown server `{s}`; see /servers"
-            )));
-        }
-    }
-    if let Some(m) = metric {
-        check_ident("metric", m).map_err(ApiError::BadRequest)?;
-        if !db::metric_exists(pool, m).await? {
-            return Err(ApiError::NotFound(format!(
-                "unknown metric `{m}`; metrics are cpu, memory, disk_io, network"
-            )));
-        }
-    }
-    Ok(())
-}
-
-#[tracing::instrument(skip_all, fields(server, metric))]
-async fn series(State(st): State<AppState>, Query(q): Q) -> Result<Json<Value>, ApiError> {
-    allowed(&q, &["server", "metric", "start", "end", "width"])?;
-    let server = required(&q, "server")?;
-    let metric = required(&q, "metric")?;
-    tracing::Span::current()
-        .record("server", server)
-        .record("metric", metric);
-    let (start, end) = range(&q, st.0.config.max_range_hours)?;
-    let width = match q.get("width") {
-        Some(w) => parse_width(w).map_err(ApiError::BadRequest)?,
-        None => db::STORED_WIDTHS[0],
-    };
-    let points_max = 100_000;
-    if (end - start).num_seconds() / width > points_max {
-        return Err(ApiError::BadRequest(format!(
-            "{} would return more than {points_max} points; use a coarser `width`",
+            "{} would return more than {SERIES_MAX_POINTS} points; use a coarser `width`",
             width_name(width)
         )));
     }
-    check_server_metric(&st.0.pool, Some(server), Some(metric)).await?;
-    // Whole bins: align the range outward to the requested width.
-    let s_al = db::floor_to_bin(start.timestamp(), width);
-    let e_al = {
-        let f = db::floor_to_bin(end.timestamp(), width);
-        if f == end.timestamp() {
-            f
-        } else {
-            f + width
-        }
-    };
-    let (s_al, e_al) = (ts(s_al), ts(e_al));
-    let source = db::source_width(width);
-    let points = db::series(&st.0.pool, server, metric, s_al, e_al, width, source).await?;
+    let (s_al, e_al) = (utc(s_al), utc(e_al));
+    db::check_server_metric(&c, Some(&q.server), Some(&q.metric)).await?;
+    let points = db::series(&c, &q.server, &q.metric, (s_al, e_al), width, source).await?;
+    drop(c);
     let p80 = if width == source {
         "exact (stored)".to_string()
     } else {
         format!(
             "null: no stored {} bins; p80 is only exact at stored widths ({}) and p80s are never averaged",
             width_name(width),
-            db::STORED_WIDTHS.map(width_name).join(", ")
+            widths.names()
         )
     };
     let message = points
         .is_empty()
-        .then(|| format!("no data for {server} {metric} in [{s_al}, {e_al})"));
+        .then(|| format!("no data for {} {} in [{s_al}, {e_al})", q.server, q.metric));
     Ok(Json(json!({
-        "server": server,
-        "metric": metric,
+        "server": q.server,
+        "metric": q.metric,
         "start": s_al,
         "end": e_al,
         "width": width_name(width),
@@ -240,10 +190,6 @@ async fn series(State(st): State<AppState>, Query(q): Q) -> Result<Json<Value>, 
         "count": points.len(),
         "points": points,
     })))
-}
-
-fn ts(t: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(t, 0).unwrap_or_default()
 }
 
 #[derive(Serialize)]
@@ -261,106 +207,142 @@ pub struct InsightsResponse {
     pub timing_ms: Value,
 }
 
-#[tracing::instrument(skip_all, fields(server, metric))]
-async fn insights(State(st): State<AppState>, Query(q): Q) -> Result<impl IntoResponse, ApiError> {
-    allowed(&q, &["start", "end", "server", "metric"])?;
-    let (start, end) = range(&q, st.0.config.max_range_hours)?;
-    let server = q
-        .get("server")
-        .map(String::as_str)
-        .filter(|s| !s.is_empty());
-    let metric = q
-        .get("metric")
-        .map(String::as_str)
-        .filter(|s| !s.is_empty());
-    check_server_metric(&st.0.pool, server, metric).await?;
+/// Time kept back from the narrative for the rest of a request (the
+/// answer's serialization): a tenth of the deadline, at most a second.
+fn reserve(timeout: Duration) -> Duration {
+    (timeout / 10).min(Duration::from_secs(1))
+}
+
+#[tracing::instrument(skip_all, fields(server = ?q.server, metric = ?q.metric))]
+async fn insights(
+    State(st): State<AppState>,
+    Query(q): Query<InsightsQuery>,
+    deadline: Option<Extension<Deadline>>,
+    slot: Option<Extension<Slot>>,
+) -> Result<Json<InsightsResponse>, ApiError> {
+    let config = &st.0.config;
+    let deadline = deadline.map_or_else(|| Instant::now() + config.request_timeout(), |d| d.0 .0);
+    let InsightsQuery {
+        range,
+        server,
+        metric,
+    } = q;
+    let (start, end) = (range.start, range.end);
+    let range_secs = range.secs();
     let t0 = Instant::now();
-    let range_secs = (end - start).num_seconds();
-    let width = if range_secs <= 48 * 3600 {
-        db::STORED_WIDTHS[0]
-    } else {
-        db::STORED_WIDTHS[1]
-    };
-    // Reuse what an earlier request fetched while the bins are unchanged.
-    let version = if st.0.cache.enabled() {
-        db::bins_version(&st.0.pool).await?
-    } else {
-        None
-    };
-    let key = Key {
-        width,
-        start,
-        end,
-        metric: metric.map(str::to_string),
-    };
-    let cached = version.and_then(|v| st.0.cache.get(&key, v));
-    let cache_state = match (&cached, version) {
-        (Some(_), _) => "hit",
-        (None, Some(_)) => "miss",
-        (None, None) => "off",
-    };
-    let ds = match cached {
-        Some(ds) => ds,
-        None => {
-            // The version was read first: what is fetched is at least as new.
-            let ds = Arc::new(db::fetch_bins(&st.0.pool, width, start, end, metric).await?);
-            if let Some(v) = version {
-                st.0.cache.put(key, v, Arc::clone(&ds));
+    // One connection for every query of the request, let go before the
+    // analysis and the narrative.
+    let (version, width, ds, cache_state) = {
+        let c = db::connect(&st.0.pool).await?;
+        let meta = db::meta(&c).await?;
+        let width = analysis_width(&meta.widths, range_secs);
+        db::check_server_metric(&c, server.as_deref(), metric.as_deref()).await?;
+        // Reuse what an earlier request fetched while the bins are unchanged.
+        let key = Key {
+            width,
+            start,
+            end,
+            metric: metric.clone(),
+        };
+        let cached = st.0.cache.get(&key, meta.version);
+        let cache_state = match &cached {
+            Some(_) => "hit",
+            None if st.0.cache.enabled() => "miss",
+            None => "off",
+        };
+        let ds = match cached {
+            Some(ds) => ds,
+            None => {
+                // The version was read first: what is fetched is at least as new.
+                let ds = db::fetch_bins(&c, width, (start, end), metric.as_deref()).await?;
+                let ds = Arc::new(ds);
+                st.0.cache.put(key, meta.version, Arc::clone(&ds));
+                ds
             }
-            ds
-        }
+        };
+        (meta.version, width, ds, cache_state)
     };
     let t_db = t0.elapsed();
     let t1 = Instant::now();
     // CPU-bound (tens of ms for 50 servers × 4 metrics × 1 day): off the
-    // async workers.
+    // async workers. The closure holds the request's slot: a request that
+    // times out does not free its slot while its analysis still runs.
     let (ds, an) = {
         let params = st.0.params.clone();
-        let focus = server.map(str::to_string);
-        let range = (start.timestamp(), end.timestamp());
+        let focus = server.clone();
+        let span = (start.timestamp(), end.timestamp());
         tokio::task::spawn_blocking(move || {
-            let an = analyse(&ds, range, focus.as_deref(), &params);
+            let _slot = slot;
+            let an = analyse(&ds, span, focus.as_deref(), &params);
             (ds, an)
         })
         .await
         .map_err(|e| ApiError::Internal(format!("analysis task failed: {e}")))?
     };
     let t_an = t1.elapsed();
+    let in_scope = |s: &&crate::analysis::Series| server.as_deref().is_none_or(|f| f == s.server);
     let mut servers: Vec<String> = ds
         .series
         .iter()
-        .filter(|s| server.is_none_or(|f| f == s.server))
+        .filter(in_scope)
         .map(|s| s.server.clone())
         .collect();
     servers.sort_by(|a, b| db::natural_cmp(a, b));
     servers.dedup();
-    let bins: usize = ds
-        .series
-        .iter()
-        .filter(|s| server.is_none_or(|f| f == s.server))
-        .map(|s| s.len())
-        .sum();
+    let bins: usize = ds.series.iter().filter(in_scope).map(|s| s.len()).sum();
     let hours = range_secs as f64 / 3600.0;
     let mut facts = vec![period_fact(&an, hours, servers.len())];
     facts.extend(an.facts.iter().cloned());
     let t2 = Instant::now();
-    let (narrative, llm) = narrate(
-        st.0.llm.as_ref(),
-        &an,
-        &facts,
-        st.0.config.prompt_budget_chars,
-    )
-    .await;
+    let nkey = NarrativeKey {
+        width,
+        start,
+        end,
+        server: server.clone(),
+        metric: metric.clone(),
+    };
+    let remembered = st.0.narratives.get(&nkey, version);
+    let (narrative, llm) = match remembered {
+        Some(hit) => {
+            let (n, mut info) = (*hit).clone();
+            info.cached = true;
+            info.calls = 0;
+            info.latency_ms = 0;
+            (n, info)
+        }
+        None => {
+            let by = deadline - reserve(config.request_timeout());
+            let (n, info) = narrate(
+                st.0.llm.as_ref(),
+                &an,
+                &facts,
+                config.prompt_budget_chars,
+                by,
+            )
+            .await;
+            if info.cacheable() {
+                st.0.narratives
+                    .put(nkey, version, (n.clone(), info.clone()));
+            }
+            (n, info)
+        }
+    };
     let t_nar = t2.elapsed();
     let empty = bins == 0;
     let message = empty.then(|| {
         format!(
             "no data in [{start}, {end}){}{}: nothing to analyse",
-            server.map(|s| format!(" for {s}")).unwrap_or_default(),
-            metric.map(|m| format!(" metric {m}")).unwrap_or_default()
+            server
+                .as_deref()
+                .map(|s| format!(" for {s}"))
+                .unwrap_or_default(),
+            metric
+                .as_deref()
+                .map(|m| format!(" metric {m}"))
+                .unwrap_or_default()
         )
     });
-    let body = InsightsResponse {
+    Ok(Json(InsightsResponse {
         period: json!({"start": start, "end": end, "hours": hours, "width": width_name(width), "width_seconds": width, "bins": bins}),
         filter: json!({"server": server, "metric": metric}),
         servers,
@@ -376,6 +358,5 @@ async fn insights(State(st): State<AppState>, Query(q): Q) -> Result<impl IntoRe
             "analysis": t_an.as_secs_f64() * 1e3,
             "narrative": t_nar.as_secs_f64() * 1e3,
         }),
-    };
-    Ok((StatusCode::OK, Json(body)))
+    }))
 }

@@ -2,23 +2,15 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::*;
 use insights_api::config::Config;
 use insights_api::{app, AppState};
 use serde_json::Value;
-use tower::ServiceExt;
+use std::time::Duration;
 
 async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
-    let resp = app(state.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .expect("router answers");
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-        .await
-        .unwrap();
+    let (status, _, bytes) = call(state, uri, &[]).await;
     let v: Value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
         panic!(
             "{uri}: body is not JSON ({e}): {}",
@@ -26,6 +18,16 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, Value) {
         )
     });
     (status, v)
+}
+
+/// `call` with the body as text.
+async fn call_text(
+    state: &AppState,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let (s, h, b) = call(state, uri, headers).await;
+    (s, h, String::from_utf8_lossy(&b).to_string())
 }
 
 fn ts_str(t: i64) -> String {
@@ -61,6 +63,30 @@ async fn health_servers_periods() {
     let (s, v) = get(&st, "/health").await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["database"], "ok");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["job"]["quarantined"], 0, "{v}");
+    assert!(v["job"]["bins_engine"].is_string(), "{v}");
+    // entries in quarantine: degraded, still 200, with the count
+    db.admin
+        .batch_execute(
+            "INSERT INTO metricagg.quarantine (node, xid, server_id, min_ts, max_ts, row_count, reason)
+             VALUES (1, '100', 'srv-x', 'infinity', 'infinity', 1, 'test'),
+                    (1, '101', 'srv-y', '2001-01-01', '2001-01-01', 3, 'test')",
+        )
+        .await
+        .unwrap();
+    let (s, v) = get(&st, "/health").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "degraded");
+    assert_eq!(v["job"]["quarantined"], 2);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 change-log entries"),
+        "{v}"
+    );
+    assert!(v["job"]["last_quarantined_at"].is_string(), "{v}");
 
     let (s, v) = get(&st, "/servers").await;
     assert_eq!(s, StatusCode::OK);
@@ -238,6 +264,15 @@ async fn bad_input_is_400_or_404_with_a_reason() {
         ("/series?metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T11:00:00", StatusCode::BAD_REQUEST, "server"),
         ("/series?server=srv-7&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T11:00:00", StatusCode::NOT_FOUND, "srv-7"),
         ("/nowhere", StatusCode::NOT_FOUND, "/nowhere"),
+        // repeated parameters, years outside 0001-9999, parameters where none are taken
+        ("/insights?start=2025-11-15T10:00:00&end=2025-11-15T11:00:00&start=2025-11-15T09:00:00", StatusCode::BAD_REQUEST, "more than once"),
+        ("/series?server=srv-1&server=srv-1&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T11:00:00", StatusCode::BAD_REQUEST, "`server`"),
+        ("/insights?start=%2B270000-01-01T00:00:00&end=%2B270000-01-02T00:00:00", StatusCode::BAD_REQUEST, "start"),
+        ("/insights?start=10000-01-01T00:00:00&end=10000-01-02T00:00:00", StatusCode::BAD_REQUEST, "start"),
+        ("/insights?start=0000-12-31T00:00:00Z&end=0001-01-01T10:00:00Z", StatusCode::BAD_REQUEST, "year"),
+        ("/series?server=srv-1&metric=cpu&start=9999-12-31T23:00:00Z&end=10000-01-01T00:00:00Z", StatusCode::BAD_REQUEST, "end"),
+        ("/servers?verbose=1", StatusCode::BAD_REQUEST, "verbose"),
+        ("/insights?start=2025-11-15T10:00:00&end=2025-11-15T11:00:00&server=srv-1%0AF9:%20forged", StatusCode::BAD_REQUEST, "server"),
     ];
     for (uri, status, needle) in cases {
         let (s, v) = get(&st, uri).await;
@@ -551,12 +586,506 @@ async fn insights_reuse_fetched_bins_until_they_change() {
     assert_eq!(v4["timing_ms"]["db_cache"], "miss");
     assert_eq!(v4["servers"], v1["servers"]);
 
-    let mut config = Config::for_database(&db.api_url);
-    config.cache_max_bins = 0;
-    let off = AppState::new(config).unwrap();
+    let off = db.state_with(|c| {
+        c.cache_max_bins = 0;
+    });
     for _ in 0..2 {
         let (_, v) = get(&off, &uri).await;
         assert_eq!(v["timing_ms"]["db_cache"], "off");
     }
     db.drop_db().await;
+}
+
+fn error_code(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code: {body}"))
+        .to_string()
+}
+
+/// Years the driver cannot decode (past ~262,000 AD) and infinite bins do not
+/// break /servers and /periods: the bins are listed with their times as
+/// PostgreSQL has them.
+#[tokio::test]
+async fn far_future_and_infinite_bins_do_not_break_servers_or_periods() {
+    let db = TestDb::new("farfuture").await;
+    db.insert(&minute_bins(1, 1)).await;
+    db.admin
+        .batch_execute(
+            "INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80) VALUES
+               ('srv-far', 'cpu', '1 minute', '270000-01-01 00:00+00', 1, 1, 1, 1, 1),
+               ('srv-far', 'cpu', '1 minute', '294000-12-31 23:59+00', 1, 1, 1, 1, 1)",
+        )
+        .await
+        .expect("PostgreSQL stores years up to 294276, TimescaleDB up to 294246");
+    let st = db.state();
+    let (s, v) = get(&st, "/servers").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let far = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["server_id"] == "srv-far")
+        .unwrap_or_else(|| panic!("srv-far missing: {v}"));
+    assert_eq!(far["first_bin"], "+270000-01-01T00:00:00Z");
+    assert_eq!(far["last_bin"], "+294000-12-31T23:59:00Z");
+    let (s, v) = get(&st, "/periods").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let p = v["periods"].as_array().unwrap();
+    assert_eq!(p.len(), 3, "{v}");
+    assert_eq!(p[0]["start"], ts_str(T0));
+    assert_eq!(p[2]["start"], "+294000-12-31T23:59:00Z");
+    assert_eq!(p[2]["end"], "+294001-01-01T00:00:00Z");
+    // an infinite bin (no job writes one) is no period, and /servers shows it
+    db.admin
+        .batch_execute(
+            "INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
+             VALUES ('srv-inf', 'cpu', '1 minute', 'infinity', 1, 1, 1, 1, 1)",
+        )
+        .await
+        .ok(); // a hypertable refuses an infinite time: then there is nothing to show
+    let (s, v) = get(&st, "/periods").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["periods"].as_array().unwrap().len(), 3);
+    let (s, v) = get(&st, "/servers").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    if let Some(inf) = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["server_id"] == "srv-inf")
+    {
+        assert_eq!(inf["last_bin"], "infinity");
+    }
+    db.drop_db().await;
+}
+
+/// With API_TOKEN set every data endpoint needs `Authorization: Bearer`;
+/// /health and the static page, assets and OpenAPI document stay open. The
+/// token is never echoed.
+#[tokio::test]
+async fn a_bearer_token_guards_the_data_endpoints() {
+    let db = TestDb::new("token").await;
+    db.insert(&minute_bins(2, 1)).await;
+    let token = "tok-0123456789abcdef-secret";
+    let st = db.state_with(|c| {
+        c.api_token = Some(insights_api::config::Secret::new(token));
+        c.bind = "0.0.0.0:3000".parse().unwrap();
+        c.check().expect("a token makes a public bind acceptable");
+    });
+    let bearer = format!("Bearer {token}");
+    let data = [
+        "/servers",
+        "/periods",
+        "/insights?start=2025-11-15T10:00:00&end=2025-11-15T11:00:00",
+        "/series?server=srv-1&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T11:00:00",
+        "/fleet?metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T11:00:00",
+    ];
+    for uri in data {
+        let (s, h, body) = call_text(&st, uri, &[]).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+        assert_eq!(error_code(&body), "unauthorized");
+        assert!(h.get("www-authenticate").is_some(), "{uri}");
+        for wrong in [
+            "Bearer tok-0123456789abcdef-secreT",
+            "Bearer ",
+            "Basic dXNlcjpwdw==",
+            "tok-0123456789abcdef-secret",
+        ] {
+            let (s, _, body) = call_text(&st, uri, &[("authorization", wrong)]).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri} with {wrong:?}: {body}");
+            assert!(
+                !body.contains("0123456789abcdef"),
+                "the token leaked: {body}"
+            );
+        }
+        let (s, _, body) = call_text(&st, uri, &[("authorization", &bearer)]).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {body}");
+        let (s, _, _) =
+            call_text(&st, uri, &[("authorization", &format!("bearer  {token} "))]).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: the scheme is case-insensitive");
+    }
+    for open in [
+        "/health",
+        "/",
+        "/?period=2025-11-15T10:00:00Z&server=srv-2",
+        "/openapi.json",
+    ] {
+        let (s, _, body) = call_text(&st, open, &[]).await;
+        assert_eq!(s, StatusCode::OK, "{open}: {body}");
+    }
+    db.drop_db().await;
+}
+
+/// On a loopback bind the Host header must be localhost or an address: a page
+/// on another name that resolves to 127.0.0.1 (DNS rebinding) is refused.
+#[tokio::test]
+async fn a_loopback_bind_refuses_foreign_host_names() {
+    let db = TestDb::new("host").await;
+    db.insert(&minute_bins(1, 1)).await;
+    let st = db.state_with(|c| {
+        c.allowed_hosts = vec!["metrics.internal".into()];
+    });
+    for host in [
+        "evil.example",
+        "evil.example:3000",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:3000",
+    ] {
+        for uri in ["/servers", "/health", "/"] {
+            let (s, _, body) = call_text(&st, uri, &[("host", host)]).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{host} {uri}: {body}");
+            assert_eq!(error_code(&body), "forbidden_host");
+        }
+    }
+    for host in [
+        "localhost:3000",
+        "LOCALHOST",
+        "127.0.0.1:3000",
+        "[::1]:3000",
+        "metrics.internal",
+        "metrics.internal.:8080",
+    ] {
+        let (s, _, body) = call_text(&st, "/servers", &[("host", host)]).await;
+        assert_eq!(s, StatusCode::OK, "{host}: {body}");
+    }
+    // a public bind (with its token) does not check names
+    let public = db.state_with(|c| {
+        c.bind = "0.0.0.0:3000".parse().unwrap();
+        c.api_token = Some(insights_api::config::Secret::new("0123456789abcdef"));
+    });
+    let (s, _, body) = call_text(&public, "/health", &[("host", "metrics.example.com")]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    db.drop_db().await;
+}
+
+/// The service's connections run with statement_timeout and read-only
+/// transactions; a statement past the timeout is a 503 `timeout`; a query
+/// abandoned at a request's deadline is canceled on the server.
+#[tokio::test]
+async fn statements_are_bounded_and_abandoned_queries_canceled() {
+    let db = TestDb::new("stmt").await;
+    let st = db.state_with(|c| {
+        c.db_statement_timeout_secs = 1;
+    });
+    let c = insights_api::db::connect(&st.0.pool).await.unwrap();
+    let show = |name: &'static str| {
+        let c = &c;
+        async move {
+            let rows = c
+                .run(c.simple_query(&format!("SHOW {name}")))
+                .await
+                .unwrap();
+            rows.iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                        Some(r.get(0).unwrap().to_string())
+                    }
+                    _ => None,
+                })
+                .expect("a row")
+        }
+    };
+    assert_eq!(show("statement_timeout").await, "1s");
+    assert_eq!(show("default_transaction_read_only").await, "on");
+    assert_eq!(show("TimeZone").await, "UTC");
+    let e = c
+        .run(c.simple_query("SELECT pg_sleep(3)"))
+        .await
+        .unwrap_err();
+    let e = insights_api::error::ApiError::from(e);
+    assert_eq!(e.code(), "timeout", "{e}");
+    assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(c);
+
+    // a query abandoned mid-way (the request's deadline) is canceled
+    let st = db.state_with(|c| {
+        c.db_statement_timeout_secs = 60;
+    });
+    let c = insights_api::db::connect(&st.0.pool).await.unwrap();
+    let marker = format!("abandoned_{}", std::process::id());
+    let q = format!("SELECT pg_sleep(30), '{marker}'");
+    let r = tokio::time::timeout(Duration::from_millis(300), c.run(c.simple_query(&q))).await;
+    assert!(r.is_err(), "the sleep cannot be done yet");
+    drop(c);
+    let mut gone = false;
+    for _ in 0..50 {
+        let n: i64 = db
+            .admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+                 AND query LIKE '%' || $1 || '%' AND pid <> pg_backend_pid()",
+                &[&marker],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the abandoned query still runs on the server");
+    // and the pool hands out a working connection
+    let (s, v) = get(&st, "/health").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    db.drop_db().await;
+}
+
+/// A request holds one pooled connection: with a pool of one, /insights over
+/// hours (once fetched as two halves over two connections) and the other
+/// endpoints answer.
+#[tokio::test]
+async fn one_pooled_connection_per_request() {
+    let db = TestDb::new("onecon").await;
+    db.insert(&minute_bins(3, 4)).await;
+    let st = db.state_with(|c| {
+        c.db_pool_size = 1;
+        c.db_timeout_secs = 2;
+    });
+    for uri in [
+        "/insights?start=2025-11-15T10:00:00&end=2025-11-15T14:00:00&server=srv-2&metric=cpu",
+        "/insights?start=2025-11-15T10:00:00&end=2025-11-15T14:00:00",
+        "/series?server=srv-1&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T14:00:00&width=5m",
+        "/fleet?metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T14:00:00",
+        "/servers",
+        "/periods",
+    ] {
+        let (s, v) = get(&st, uri).await;
+        assert_eq!(s, StatusCode::OK, "{uri}: {v}");
+    }
+    assert_eq!(st.0.pool.status().size, 1);
+    db.drop_db().await;
+}
+
+/// An answer over MAX_RESPONSE_BYTES is a 400 asking for less.
+#[tokio::test]
+async fn responses_are_capped() {
+    let db = TestDb::new("cap").await;
+    db.insert(&minute_bins(3, 2)).await;
+    let st = db.state_with(|c| {
+        c.max_response_bytes = 4000;
+    });
+    for uri in [
+        "/insights?start=2025-11-15T10:00:00&end=2025-11-15T12:00:00",
+        "/series?server=srv-1&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T12:00:00",
+        "/fleet?metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T12:00:00&width=1m",
+    ] {
+        let (s, _, body) = call_text(&st, uri, &[]).await;
+        assert_eq!(
+            s,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            &body[..body.len().min(200)]
+        );
+        assert_eq!(error_code(&body), "response_too_large", "{uri}");
+        assert!(body.len() < 1000);
+    }
+    let (s, v) = get(
+        &st,
+        "/series?server=srv-1&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T10:05:00",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "a small answer passes: {v}");
+    db.drop_db().await;
+}
+
+/// A request past its deadline is a 503 `timeout` (its query canceled on the
+/// server), requests that never got a slot are 503 `overloaded`, and the
+/// service answers again once the database does. The database is made slow
+/// by a lock the administrator holds on the bins.
+#[tokio::test]
+async fn past_the_deadline_is_503_and_the_service_recovers() {
+    let db = TestDb::new("deadline").await;
+    db.insert(&minute_bins(2, 1)).await;
+    let st = db.state_with(|c| {
+        c.request_timeout_secs = 1;
+        c.max_concurrent_requests = 1;
+    });
+    db.admin
+        .batch_execute("BEGIN; LOCK TABLE metricagg.bins IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for uri in [
+        "/servers",
+        "/periods",
+        "/insights?start=2025-11-15T10:00:00&end=2025-11-15T11:00:00",
+        "/series?server=srv-1&metric=cpu&start=2025-11-15T10:00:00&end=2025-11-15T11:00:00",
+    ] {
+        let st = st.clone();
+        tasks.spawn(async move {
+            let t = std::time::Instant::now();
+            let r = call_text(&st, uri, &[]).await;
+            (uri, r, t.elapsed())
+        });
+    }
+    let mut codes = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (uri, (s, h, body), took) = r.unwrap();
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{uri}: {body}");
+        assert!(h.get("retry-after").is_some(), "{uri}");
+        assert!(took < Duration::from_secs(4), "{uri} took {took:?}");
+        codes.push(error_code(&body));
+    }
+    codes.sort();
+    assert!(codes.contains(&"timeout".to_string()), "{codes:?}");
+    assert!(codes.contains(&"overloaded".to_string()), "{codes:?}");
+    assert!(
+        codes.iter().all(|c| c == "timeout" || c == "overloaded"),
+        "{codes:?}"
+    );
+    // the abandoned queries were canceled: nothing of the api role waits on
+    // the lock (seen from another session: the locking one has a snapshot)
+    let (watch, conn) = tokio_postgres::connect(&db.admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut waiting = Vec::new();
+    for _ in 0..50 {
+        waiting = watch
+            .query(
+                "SELECT query FROM pg_stat_activity WHERE usename = 'metricagg_api' \
+                 AND datname = current_database() AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        if waiting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        waiting.is_empty(),
+        "queries of timed-out requests still run: {waiting:#?}"
+    );
+    db.admin.batch_execute("ROLLBACK").await.unwrap();
+    let (s, v) = get(&st, "/servers").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    db.drop_db().await;
+}
+
+/// The widths come from `metricagg.job_config.widths`, not from a copy in the
+/// service: with five-minute and daily bins configured, five minutes is the
+/// finest width everywhere, one minute is refused, and /insights analyses
+/// five-minute bins.
+#[tokio::test]
+async fn stored_widths_come_from_the_job_config() {
+    let db = TestDb::new("widths").await;
+    db.admin
+        .batch_execute("UPDATE metricagg.job_config SET widths = '{1 day, 5 minutes}'")
+        .await
+        .unwrap();
+    let bins: Vec<Bin> = minute_bins(3, 6)
+        .into_iter()
+        .filter(|b| (b.ts - T0) % 300 == 0)
+        .map(|b| Bin { width: 300, ..b })
+        .collect();
+    db.insert(&bins).await;
+    let st = db.state();
+    let (s, v) = get(&st, "/servers").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["servers"][0]["bins"], 2 * 72, "five-minute bins: {v}");
+    let (_, v) = get(&st, "/periods").await;
+    assert_eq!(v["width"], "5 minutes");
+    assert_eq!(v["periods"][0]["end"], ts_str(T0 + 6 * 3600), "{v}");
+    let range = format!("start={}&end={}", ts_str(T0), ts_str(T0 + 3600));
+    let (s, v) = get(&st, &format!("/series?server=srv-1&metric=cpu&{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["width"], "5 minutes");
+    assert_eq!(v["count"], 12);
+    assert_eq!(v["p80"], "exact (stored)");
+    let (s, v) = get(
+        &st,
+        &format!("/series?server=srv-1&metric=cpu&{range}&width=15m"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["source_width"], "5 minutes");
+    assert_eq!(v["count"], 4);
+    for uri in [
+        format!("/series?server=srv-1&metric=cpu&{range}&width=1m"),
+        format!("/fleet?metric=cpu&{range}&width=7m"),
+    ] {
+        let (s, v) = get(&st, &uri).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains("5 minutes, 1 day"), "{m}");
+    }
+    let (s, v) = get(&st, &format!("/fleet?metric=cpu&{range}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["width"], "5 minutes",
+        "the automatic width is a stored multiple"
+    );
+    let (s, v) = get(
+        &st,
+        &format!(
+            "/insights?start={}&end={}",
+            ts_str(T0),
+            ts_str(T0 + 6 * 3600)
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["period"]["width_seconds"], 300);
+    assert_eq!(v["period"]["bins"], 3 * 2 * 72);
+    db.drop_db().await;
+}
+
+/// The binary refuses to listen on a non-loopback address without a token,
+/// and says why; with one (or on loopback) it starts.
+#[test]
+fn the_service_refuses_a_public_bind_without_a_token() {
+    let dir = std::env::temp_dir(); // no stray .env
+    let run = |bind: &str, token: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_insights-api"));
+        cmd.current_dir(&dir)
+            .env_clear()
+            .env("BIND", bind)
+            .env(
+                "API_DATABASE_URL",
+                "postgres://metricagg_api:pw@127.0.0.1:1/none",
+            )
+            .env("LLM_MODE", "mock")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("API_TOKEN", t);
+        }
+        cmd.spawn().expect("the binary runs")
+    };
+    let out = run("0.0.0.0:0", None).wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("API_TOKEN"), "{text}");
+    let out = run("0.0.0.0:0", Some("short")).wait_with_output().unwrap();
+    assert!(!out.status.success(), "a short token is refused too");
+    // with a token it starts (and is stopped here)
+    for (bind, token) in [
+        ("0.0.0.0:0", Some("0123456789abcdef0123")),
+        ("127.0.0.1:0", None),
+    ] {
+        let mut child = run(bind, token);
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(child.try_wait().unwrap().is_none(), "{bind}: it exited");
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("0123456789abcdef0123"),
+            "the token leaked: {text}"
+        );
+    }
 }

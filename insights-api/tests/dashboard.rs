@@ -8,30 +8,21 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::{header, StatusCode};
 use common::*;
 use insights_api::config::Config;
 use insights_api::{app, AppState};
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 async fn call(
     state: &AppState,
     uri: &str,
     etag: Option<&str>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-    let mut req = Request::get(uri);
-    if let Some(e) = etag {
-        req = req.header(header::IF_NONE_MATCH, e);
+    match etag {
+        Some(e) => common::call(state, uri, &[(header::IF_NONE_MATCH.as_str(), e)]).await,
+        None => common::call(state, uri, &[]).await,
     }
-    let resp = app(state.clone())
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .expect("router answers");
-    let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
-    (parts.status, parts.headers, bytes.to_vec())
 }
 
 async fn get_json(state: &AppState, uri: &str) -> (StatusCode, Value) {
@@ -307,11 +298,20 @@ async fn fleet_day(db: &TestDb) -> Value {
 
 /// Serves the real app on a local port, runs dashboard/test/e2e.mjs in the
 /// given mode against it, prints its output, drops the database and fails if
-/// the browser test failed.
-async fn run_browser(db: TestDb, mode: &str, expect: &Value, screenshot: Option<&str>) {
+/// the browser test failed. With `token`, the app requires it (API_TOKEN)
+/// and the page gets it as the docs say (`/#token=…`).
+async fn run_browser(
+    db: TestDb,
+    mode: &str,
+    expect: &Value,
+    screenshot: Option<&str>,
+    token: Option<&str>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = app(db.state());
+    let router = app(db.state_with(|c| {
+        c.api_token = token.map(insights_api::config::Secret::new);
+    }));
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let root = repo_root().canonicalize().expect("the repository root");
     let mut cmd = Command::new("node");
@@ -324,6 +324,9 @@ async fn run_browser(db: TestDb, mode: &str, expect: &Value, screenshot: Option<
         .stderr(Stdio::piped());
     if let Some(s) = screenshot {
         cmd.env("DASHBOARD_SCREENSHOT", root.join(s));
+    }
+    if let Some(t) = token {
+        cmd.env("DASHBOARD_TOKEN", t);
     }
     // node runs on a blocking thread; the app keeps serving on the runtime
     let out = tokio::task::spawn_blocking(move || {
@@ -365,12 +368,28 @@ async fn dashboard_in_headless_chromium() {
     let db = TestDb::new("dash").await;
     let (bins, expect) = known_day();
     db.insert(&bins).await;
-    run_browser(db, "full", &expect, Some("target/dashboard.png")).await;
+    // with a token: the page asks for it, then works with it
+    let token = "dashboard-test-token-0123456789";
+    run_browser(
+        db,
+        "full",
+        &expect,
+        Some("target/dashboard.png"),
+        Some(token),
+    )
+    .await;
 
     let empty = TestDb::new("dash_empty").await;
-    run_browser(empty, "empty", &json!({}), None).await;
+    run_browser(empty, "empty", &json!({}), None, None).await;
 
     let big = TestDb::new("dash_fleet").await;
     let expect = fleet_day(&big).await;
-    run_browser(big, "perf", &expect, Some("target/dashboard-fleet.png")).await;
+    run_browser(
+        big,
+        "perf",
+        &expect,
+        Some("target/dashboard-fleet.png"),
+        None,
+    )
+    .await;
 }

@@ -1,105 +1,22 @@
 //! The OpenAI-compatible client against a local HTTP server speaking the
 //! Chat Completions protocol, with scripted answers and recorded requests.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use common::fake_llm::{answer, error, fake, fake_with, max_in_flight, requests, Canned};
 use insights_api::analysis::{analyse, Analysis, Dataset, Fact, Params, Series};
 use insights_api::config::Secret;
-use insights_api::llm::{narrate, LlmClient};
+use insights_api::llm::{narrate, Fallback, LlmClient};
 use insights_api::narrative::{local_narrative, period_fact};
 use serde_json::{json, Value};
 
 const KEY: &str = "sk-test-key-0123456789";
 
-#[derive(Clone)]
-struct Canned {
-    status: u16,
-    retry_after: Option<&'static str>,
-    body: String,
-    delay: Duration,
-}
-
-fn answer(content: &str) -> Canned {
-    Canned {
-        status: 200,
-        retry_after: None,
-        body: json!({
-            "id": "chatcmpl-1", "object": "chat.completion", "model": "test-model",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}]
-        })
-        .to_string(),
-        delay: Duration::ZERO,
-    }
-}
-
-fn error(status: u16, code: &str, message: &str) -> Canned {
-    Canned {
-        status,
-        retry_after: None,
-        body: json!({"error": {"message": message, "type": code, "code": code}}).to_string(),
-        delay: Duration::ZERO,
-    }
-}
-
-#[derive(Default)]
-struct Script {
-    answers: VecDeque<Canned>,
-    requests: Vec<(Instant, Option<String>, Value)>,
-}
-
-type Shared = Arc<Mutex<Script>>;
-
-async fn completions(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    let auth = headers
-        .get("authorization")
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
-    let next = {
-        let mut g = s.lock().unwrap();
-        g.requests.push((Instant::now(), auth, body));
-        g.answers.pop_front()
-    };
-    let Some(c) = next else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "script exhausted").into_response();
-    };
-    if !c.delay.is_zero() {
-        tokio::time::sleep(c.delay).await;
-    }
-    let mut r = (StatusCode::from_u16(c.status).unwrap(), c.body).into_response();
-    r.headers_mut()
-        .insert("content-type", "application/json".parse().unwrap());
-    if let Some(ra) = c.retry_after {
-        r.headers_mut().insert("retry-after", ra.parse().unwrap());
-    }
-    r
-}
-
-/// Starts the fake server; returns its base URL (`…/v1`) and the script.
-async fn fake(answers: Vec<Canned>) -> (String, Shared) {
-    let shared: Shared = Arc::new(Mutex::new(Script {
-        answers: answers.into(),
-        requests: Vec::new(),
-    }));
-    let app = Router::new()
-        .route("/v1/chat/completions", post(completions))
-        .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (format!("http://{addr}/v1"), shared)
+/// A deadline no test reaches.
+fn later() -> Instant {
+    Instant::now() + Duration::from_secs(60)
 }
 
 fn client(base: &str, timeout: Duration) -> LlmClient {
@@ -158,16 +75,12 @@ fn wrong_narrative(an: &Analysis) -> String {
     .to_string()
 }
 
-fn requests(s: &Shared) -> Vec<(Instant, Option<String>, Value)> {
-    s.lock().unwrap().requests.clone()
-}
-
 #[tokio::test]
 async fn success_with_json_schema() {
     let (an, facts) = analysis();
     let (base, s) = fake(vec![answer(&good_narrative(&an))]).await;
     let c = client(&base, Duration::from_secs(5));
-    let (n, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(info.validated, "{info:?}");
     assert_eq!(info.fallback_reason, None);
     assert_eq!(info.mode, "openai");
@@ -212,7 +125,7 @@ async fn json_schema_unsupported_falls_back_to_json_object_then_text() {
     ])
     .await;
     let c = client(&base, Duration::from_secs(5));
-    let (_, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (_, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(info.validated, "{info:?}");
     assert_eq!(info.response_format, Some("text"));
     let reqs = requests(&s);
@@ -231,7 +144,7 @@ async fn rate_limit_429_honours_retry_after() {
     limited.retry_after = Some("1");
     let (base, s) = fake(vec![limited, answer(&good_narrative(&an))]).await;
     let c = client(&base, Duration::from_secs(5));
-    let (_, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (_, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(info.validated, "{info:?}");
     let reqs = requests(&s);
     assert_eq!(reqs.len(), 2);
@@ -251,20 +164,16 @@ async fn server_errors_are_retried_with_backoff_then_give_up() {
     ])
     .await;
     let c = client(&base, Duration::from_secs(5));
-    let (_, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (_, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(info.validated, "{info:?}");
     assert_eq!(requests(&s).len(), 3);
 
     // three 500s: attempts exhausted, local narrator with the reason
     let (base, s) = fake(vec![error(500, "server_error", "boom"); 3]).await;
     let c = client(&base, Duration::from_secs(5));
-    let (n, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert_eq!(requests(&s).len(), 3);
-    let reason = info.fallback_reason.clone().unwrap();
-    assert!(
-        reason.contains("HTTP 500") && reason.contains("3 attempt"),
-        "{reason}"
-    );
+    assert_eq!(info.fallback_reason, Some(Fallback::LlmHttpError));
     assert_eq!(n, local_narrative(&an, &facts));
     assert!(info.validated, "the local narrative validates");
 }
@@ -276,15 +185,9 @@ async fn insufficient_quota_is_not_retried() {
     q.retry_after = Some("1");
     let (base, s) = fake(vec![q, answer(&good_narrative(&an))]).await;
     let c = client(&base, Duration::from_secs(5));
-    let (n, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert_eq!(requests(&s).len(), 1);
-    assert!(
-        info.fallback_reason
-            .as_deref()
-            .unwrap()
-            .contains("insufficient quota"),
-        "{info:?}"
-    );
+    assert_eq!(info.fallback_reason, Some(Fallback::LlmQuotaExhausted));
     assert_eq!(n, local_narrative(&an, &facts));
 }
 
@@ -296,15 +199,9 @@ async fn timeout_falls_back() {
     let (base, _s) = fake(vec![slow]).await;
     let c = client(&base, Duration::from_millis(500));
     let t = Instant::now();
-    let (n, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(
-        info.fallback_reason
-            .as_deref()
-            .unwrap()
-            .contains("timed out"),
-        "{info:?}"
-    );
+    assert_eq!(info.fallback_reason, Some(Fallback::LlmTimeout));
     assert_eq!(n, local_narrative(&an, &facts));
 }
 
@@ -317,7 +214,7 @@ async fn malformed_answer_is_retried_once_with_the_errors() {
     ])
     .await;
     let c = client(&base, Duration::from_secs(5));
-    let (_, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (_, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(info.validated, "{info:?}");
     assert_eq!(info.calls, 2);
     let reqs = requests(&s);
@@ -340,14 +237,8 @@ async fn malformed_answer_is_retried_once_with_the_errors() {
     };
     let (base, _s) = fake(vec![bad]).await;
     let c = client(&base, Duration::from_secs(5));
-    let (_, info) = narrate(Some(&c), &an, &facts, 8000).await;
-    assert!(
-        info.fallback_reason
-            .as_deref()
-            .unwrap()
-            .contains("malformed"),
-        "{info:?}"
-    );
+    let (_, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
+    assert_eq!(info.fallback_reason, Some(Fallback::LlmMalformedResponse));
 }
 
 #[tokio::test]
@@ -359,14 +250,11 @@ async fn wrong_number_is_rejected_then_falls_back() {
     ])
     .await;
     let c = client(&base, Duration::from_secs(5));
-    let (n, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert_eq!(requests(&s).len(), 2);
     assert!(!info.validated || n == local_narrative(&an, &facts));
-    let reason = info.fallback_reason.clone().unwrap();
-    assert!(
-        reason.contains("validation failed twice") && reason.contains("does not match"),
-        "{reason}"
-    );
+    assert_eq!(info.fallback_reason, Some(Fallback::LlmValidationFailed));
+    assert!(info.cacheable(), "the same facts would be rejected again");
     assert_eq!(n, local_narrative(&an, &facts));
     // a wrong number followed by a corrected answer is accepted
     let (base, _s) = fake(vec![
@@ -375,14 +263,12 @@ async fn wrong_number_is_rejected_then_falls_back() {
     ])
     .await;
     let c = client(&base, Duration::from_secs(5));
-    let (_, info) = narrate(Some(&c), &an, &facts, 8000).await;
+    let (_, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
     assert!(info.validated && info.fallback_reason.is_none(), "{info:?}");
     // the key never shows in what is reported
     assert!(!serde_json::to_string(&info).unwrap().contains(KEY));
     assert!(!format!("{c:?}", c = Secret::new(KEY)).contains(KEY));
 }
-
-mod common;
 
 /// The whole route in openai mode: config → client → /insights, against a
 /// real database and the fake Chat Completions server.
@@ -404,12 +290,7 @@ async fn insights_route_in_openai_mode() {
     })
     .to_string();
     let (base, s) = fake(vec![answer(&narrative)]).await;
-    let mut config = insights_api::config::Config::for_database(&db.api_url);
-    config.llm_mode = Some(insights_api::config::LlmMode::Openai);
-    config.openai_api_key = Some(Secret::new(KEY));
-    config.openai_base_url = base;
-    config.openai_model = "test-model".into();
-    let state = insights_api::AppState::new(config).unwrap();
+    let state = openai_state(&db, base);
     let resp = insights_api::app(state)
         .oneshot(
             axum::http::Request::get("/insights?start=2025-11-15T10:00:00&end=2025-11-15T12:00:00")
@@ -436,5 +317,221 @@ async fn insights_route_in_openai_mode() {
         .as_str()
         .unwrap()
         .contains("srv-3 cpu spike"));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_retry_after_beyond_the_budget_gives_up_at_once() {
+    let (an, facts) = analysis();
+    for wait in ["1e20", "inf", "18446744073709551616", "5"] {
+        let mut limited = error(429, "rate_limit_exceeded", "Rate limit reached");
+        limited.retry_after = Some(wait);
+        let (base, s) = fake(vec![limited, answer(&good_narrative(&an))]).await;
+        let mut c = client(&base, Duration::from_secs(5));
+        c.budget = Duration::from_secs(1);
+        let t = Instant::now();
+        let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
+        assert_eq!(
+            info.fallback_reason,
+            Some(Fallback::LlmBudgetExhausted),
+            "{wait}"
+        );
+        assert_eq!(requests(&s).len(), 1, "{wait}: no retry");
+        // it did not sleep for the Retry-After (5 s or forever)
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "{wait}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(n, local_narrative(&an, &facts));
+        assert!(!info.cacheable(), "a transient failure is not kept");
+    }
+}
+
+#[tokio::test]
+async fn the_budget_bounds_every_call_and_retry() {
+    let (an, facts) = analysis();
+    let mut slow = answer(&good_narrative(&an));
+    slow.delay = Duration::from_secs(4);
+    // a rejected answer, then a corrected one that comes too late
+    let (base, s) = fake(vec![answer(&wrong_narrative(&an)), slow]).await;
+    let mut c = client(&base, Duration::from_secs(10));
+    c.budget = Duration::from_millis(800);
+    let t = Instant::now();
+    let (n, info) = narrate(Some(&c), &an, &facts, 8000, later()).await;
+    assert_eq!(
+        info.fallback_reason,
+        Some(Fallback::LlmBudgetExhausted),
+        "{info:?}"
+    );
+    assert_eq!(requests(&s).len(), 2);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert_eq!(n, local_narrative(&an, &facts));
+
+    // the request's own deadline bounds it the same way
+    let mut slow = answer(&good_narrative(&an));
+    slow.delay = Duration::from_secs(4);
+    let (base, _s) = fake(vec![slow]).await;
+    let c = client(&base, Duration::from_secs(10));
+    let t = Instant::now();
+    let (_, info) = narrate(
+        Some(&c),
+        &an,
+        &facts,
+        8000,
+        Instant::now() + Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(info.fallback_reason, Some(Fallback::LlmBudgetExhausted));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn llm_slots_bound_the_calls_in_flight() {
+    let (an, facts) = analysis();
+    let mut ok = answer(&good_narrative(&an));
+    ok.delay = Duration::from_millis(300);
+    let (base, s) = fake_with(vec![], Some(ok)).await;
+    let c = std::sync::Arc::new(client(&base, Duration::from_secs(5)).with_max_concurrent(2));
+    let shared = std::sync::Arc::new((an, facts));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (c, shared) = (c.clone(), shared.clone());
+        tasks.spawn(async move {
+            let (an, facts) = &*shared;
+            narrate(Some(&c), an, facts, 8000, later()).await.1
+        });
+    }
+    while let Some(info) = tasks.join_next().await {
+        let info = info.unwrap();
+        assert!(info.validated && info.fallback_reason.is_none(), "{info:?}");
+    }
+    assert_eq!(requests(&s).len(), 6);
+    assert_eq!(max_in_flight(&s), 2, "at most, and here exactly, the limit");
+
+    // no slot free within the budget: the local narrator, code llm_busy
+    let mut stuck = answer(&good_narrative(&shared.0));
+    stuck.delay = Duration::from_secs(3);
+    let (base, s) = fake_with(vec![], Some(stuck)).await;
+    let one = client(&base, Duration::from_secs(10)).with_max_concurrent(1);
+    let (an, facts) = &*shared;
+    let first = Instant::now() + Duration::from_millis(1500);
+    let (a, b) = tokio::join!(narrate(Some(&one), an, facts, 8000, first), async {
+        // starts once the first holds the slot; gives up long before it frees
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let by = Instant::now() + Duration::from_millis(400);
+        narrate(Some(&one), an, facts, 8000, by).await
+    });
+    assert_eq!(a.1.fallback_reason, Some(Fallback::LlmBudgetExhausted));
+    assert_eq!(b.1.fallback_reason, Some(Fallback::LlmBusy));
+    assert_eq!(requests(&s).len(), 1, "the second never reached the server");
+}
+
+/// The app in openai mode against the fake server at `base`.
+fn openai_state(db: &common::TestDb, base: String) -> insights_api::AppState {
+    db.state_with(|c| {
+        c.llm_mode = Some(insights_api::config::LlmMode::Openai);
+        c.openai_api_key = Some(Secret::new(KEY));
+        c.openai_base_url = base;
+        c.openai_model = "test-model".into();
+    })
+}
+
+async fn get_text(state: &insights_api::AppState, uri: &str) -> (u16, String) {
+    use tower::ServiceExt;
+    let resp = insights_api::app(state.clone())
+        .oneshot(
+            axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).to_string())
+}
+
+/// A repeated request makes no new LLM call while the bins are unchanged;
+/// new bins (a new bins version) get a new narrative.
+#[tokio::test]
+async fn narratives_are_kept_per_range_filter_and_bins_version() {
+    let db = common::TestDb::new("llmcache").await;
+    let mut bins = common::minute_bins(4, 2);
+    for b in bins.iter_mut() {
+        if b.server == "srv-3" && b.metric == "cpu" && b.ts == common::T0 + 3600 {
+            b.avg += 40.0;
+            b.max += 40.0;
+        }
+    }
+    let (late, first): (Vec<_>, Vec<_>) = bins.into_iter().partition(|b| b.server == "srv-4");
+    db.insert(&first).await;
+    let narrative = json!({
+        "summary": "The fleet is quiet apart from one server.",
+        "findings": [{"text": "srv-3 cpu had a short spike.", "evidence": ["A1"]}]
+    })
+    .to_string();
+    let (base, s) = fake_with(vec![], Some(answer(&narrative))).await;
+    let state = openai_state(&db, base);
+    let uri = "/insights?start=2025-11-15T10:00:00&end=2025-11-15T12:00:00";
+    let (st1, t1) = get_text(&state, uri).await;
+    assert_eq!(st1, 200, "{t1}");
+    let v1: Value = serde_json::from_str(&t1).unwrap();
+    assert_eq!(v1["llm"]["validated"], true, "{}", v1["llm"]);
+    assert_eq!(v1["llm"]["cached"], false);
+    assert_eq!(requests(&s).len(), 1);
+    for _ in 0..3 {
+        let (_, t) = get_text(&state, uri).await;
+        let v: Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["llm"]["cached"], true, "{}", v["llm"]);
+        assert_eq!(v["llm"]["calls"], 0);
+        assert_eq!(v["narrative"], v1["narrative"]);
+    }
+    assert_eq!(
+        requests(&s).len(),
+        1,
+        "no new LLM call for a repeated request"
+    );
+    // another filter is another narrative
+    let (_, t) = get_text(&state, &format!("{uri}&server=srv-3")).await;
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v["llm"]["cached"], false);
+    assert_eq!(requests(&s).len(), 2);
+    // new bins: a new narrative
+    db.insert(&late).await;
+    let (_, t) = get_text(&state, uri).await;
+    let v: Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(v["llm"]["cached"], false);
+    assert_eq!(v["servers"].as_array().unwrap().len(), 4);
+    assert_eq!(requests(&s).len(), 3);
+    db.drop_db().await;
+}
+
+/// A failing LLM: the answer carries a fixed code, never the upstream text,
+/// and the failure is not kept (the next request tries again).
+#[tokio::test]
+async fn upstream_errors_reach_clients_as_a_fixed_code_only() {
+    let db = common::TestDb::new("llmerr").await;
+    db.insert(&common::minute_bins(3, 1)).await;
+    let upstream = "backend shard 7 at 10.1.2.3 overloaded; trace id 0xdeadbeef";
+    let (base, s) = fake_with(vec![], Some(error(503, "server_error", upstream))).await;
+    let state = openai_state(&db, base);
+    let uri = "/insights?start=2025-11-15T10:00:00&end=2025-11-15T11:00:00";
+    for round in 1..=2 {
+        let (status, text) = get_text(&state, uri).await;
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            !text.contains("shard") && !text.contains("0xdeadbeef"),
+            "{text}"
+        );
+        assert!(!text.contains(KEY));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["llm"]["fallback_reason"], "llm_http_error");
+        assert_eq!(v["llm"]["cached"], false);
+        assert_eq!(v["llm"]["validated"], true, "the local narrative validates");
+        assert_eq!(requests(&s).len(), 3 * round, "3 attempts per request");
+    }
     db.drop_db().await;
 }

@@ -4,14 +4,19 @@
 
 #![allow(dead_code)]
 
+pub mod fake_llm;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
 use insights_api::config::Config;
-use insights_api::AppState;
+use insights_api::{app, AppState};
 use tokio_postgres::NoTls;
+use tower::ServiceExt;
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -42,6 +47,26 @@ pub fn db_env() -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+/// One GET through the whole app (no socket), with `headers`: the status,
+/// the headers and the body.
+pub async fn call(
+    state: &AppState,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = app(state.clone())
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .expect("router answers");
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+    (parts.status, parts.headers, bytes.to_vec())
 }
 
 /// Replaces the database name at the end of a postgres URL.
@@ -113,7 +138,15 @@ impl TestDb {
     }
 
     pub fn state(&self) -> AppState {
-        AppState::new(Config::for_database(&self.api_url)).expect("state")
+        self.state_with(|_| {})
+    }
+
+    /// The app's state over this database, mock mode, with `set` applied to
+    /// the default configuration.
+    pub fn state_with(&self, set: impl FnOnce(&mut Config)) -> AppState {
+        let mut config = Config::for_database(&self.api_url);
+        set(&mut config);
+        AppState::new(config).expect("state")
     }
 
     /// Inserts bins as the administrator.
@@ -131,7 +164,7 @@ impl TestDb {
             self.admin
                 .execute(
                     "INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
-                     SELECT s, m, w * interval '1 second', to_timestamp(t), c, a, mi, ma, p
+                     SELECT s, m, make_interval(secs => w), to_timestamp(t), c, a, mi, ma, p
                        FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[],
                                    $6::float8[], $7::float8[], $8::float8[], $9::float8[])
                             AS u(s, m, w, t, c, a, mi, ma, p)",
