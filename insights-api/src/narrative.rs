@@ -68,6 +68,7 @@ pub fn period_fact(an: &Analysis, hours: f64, servers: usize) -> Fact {
         kind: "period",
         server: None,
         metric: None,
+        metrics: Vec::new(),
         start: None,
         end: None,
         severity: Severity::Info,
