@@ -23,7 +23,7 @@ PG_CONFIG ?= /usr/lib/postgresql/$(PG_MAJOR)/bin/pg_config
 export PG_MAJOR PG_CONFIG
 
 # Test stages, in order. mk/*.mk files append theirs.
-TEST_TARGETS := lint test-core test-pg test-pipeline
+TEST_TARGETS := lint test-core test-pg test-pipeline test-timescaledb
 
 -include mk/*.mk
 
@@ -55,8 +55,26 @@ test-pg:
 # One test at a time: the job's horizon is the raw cluster's snapshot xmin, so
 # a test holding a transaction open on purpose delays every other test's runs.
 # The release extension is installed first: test-pg leaves a debug build.
+# This pass keeps bins in native partitions; test-timescaledb runs the same
+# suite again with bins in a TimescaleDB hypertable.
 test-pipeline: install-release db-start
-	eval "$$(bash scripts/db.sh env)" && cargo test -p metricagg-pipeline-tests -- --test-threads=1
+	eval "$$(bash scripts/db.sh env)" && METRICAGG_BINS_ENGINE=native \
+	    cargo test -p metricagg-pipeline-tests --test pipeline -- --test-threads=1
+
+# The analytics side on TimescaleDB: the pipeline suite and the API tests
+# again with bins in a hypertable, and the TimescaleDB-specific tests
+# (compressed chunks, policies). Runs when TimescaleDB is installed;
+# REQUIRE_TIMESCALEDB=1 (CI) makes its absence a failure.
+TSDB_LIB := $(shell $(PG_CONFIG) --pkglibdir 2>/dev/null)/timescaledb.so
+test-timescaledb: install-release
+	@if [ ! -f "$(TSDB_LIB)" ]; then \
+	    echo "skipped: TimescaleDB is not installed"; \
+	    if [ -n "$$REQUIRE_TIMESCALEDB" ]; then echo "test-timescaledb: REQUIRE_TIMESCALEDB is set: failing" >&2; exit 1; fi; \
+	else \
+	    bash scripts/db.sh start && eval "$$(bash scripts/db.sh env)" && export METRICAGG_BINS_ENGINE=timescaledb && \
+	    cargo test -p metricagg-pipeline-tests --test pipeline --test timescaledb -- --test-threads=1 && \
+	    cargo test -p insights-api --test api; \
+	fi
 
 test: $(TEST_TARGETS)
 	@echo "make test: all stages passed ($(TEST_TARGETS))"

@@ -63,7 +63,7 @@ full_ms=""; full_wall_ms=""
 for i in 1 2 3; do
     if [ "$i" -gt 1 ]; then
         psql_admin "$AN" -qc "TRUNCATE metricagg.bins, metricagg.pending_bins, metricagg.job_runs;
-                              UPDATE metricagg.job_state SET done_below = '0', closed_before = NULL" >/dev/null
+                              DELETE FROM metricagg.job_watermarks; UPDATE metricagg.job_state SET closed_before = NULL" >/dev/null
     fi
     start=$(now); full_summary="$(run_once)"; wall=$(ms "$start" "$(now)"); t=$(last_run_ms)
     echo "full ($wall ms wall clock): $full_summary" >&2

@@ -7,17 +7,24 @@
 #   scripts/db.sh stop | status | destroy
 #   scripts/db.sh env                    export lines for RAW/ANALYTICS/INGEST/API/JOB_DATABASE_URL
 #   scripts/db.sh psql DB [psql args]    psql as the administrator
-#   scripts/db.sh create-db raw|analytics|local NAME [RAW_NAME]
+#   scripts/db.sh create-db raw|analytics|local NAME [RAW_NAME [RAW_PORT]]
 #                                        a fresh database with the full schema and grants
 #                                        (analytics: its FDW server points at RAW_NAME,
-#                                        default metrics_raw; local: raw and analytics
-#                                        schemas in one database, job source 'local');
-#                                        prints its admin URL
+#                                        default metrics_raw, on RAW_PORT, default this
+#                                        cluster's; local: raw and analytics schemas in one
+#                                        database, job source 'local'); prints its admin URL
+#
+# The schemas and roles are the SQL files in sql/ (roles.sql, raw.sql,
+# analytics.sql, fdw.sql, schedule.sql), the same ones the compose images run.
+# TimescaleDB, when installed, is preloaded (beside pg_cron), and analytics
+# databases then keep bins in a hypertable; METRICAGG_BINS_ENGINE=native|
+# timescaledb|auto (default auto) chooses for databases created from now on.
 #
 # Settings (environment): METRICAGG_HOME (default <repo>/.metricagg),
 # METRICAGG_PORT (default 5433), METRICAGG_NO_INSTALL=1 (never build or
 # install the extension; use the installed one). Passwords are generated on first start and
-# kept in $METRICAGG_HOME/secrets.env (mode 600, git-ignored).
+# kept in $METRICAGG_HOME/secrets.env (mode 600, git-ignored), or in
+# METRICAGG_SECRETS when set (clusters that must share passwords).
 # As root, the cluster runs as the `postgres` OS user; otherwise as you.
 set -euo pipefail
 
@@ -31,7 +38,7 @@ PORT="${METRICAGG_PORT:-5433}"
 DATA="$MHOME/data"
 RUN="$MHOME/run"
 LOG="$MHOME/postgres.log"
-SECRETS="$MHOME/secrets.env"
+SECRETS="${METRICAGG_SECRETS:-$MHOME/secrets.env}"
 RAW_DB=metrics_raw
 ANALYTICS_DB=metrics_analytics
 
@@ -51,6 +58,25 @@ fi
 admin_psql() {
     local db="$1"; shift
     as_pg env PGOPTIONS="-c client_min_messages=warning" "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -p "$PORT" -U postgres -d "$db" "$@"
+}
+
+# shared_preload_libraries: pg_cron, and TimescaleDB first when it is
+# installed (an analytics database may only CREATE EXTENSION timescaledb on a
+# server that preloads it; without, the backend ends with a FATAL error).
+# Written at every start; a running server whose list differs is restarted.
+preload_libraries() {
+    local libdir
+    libdir="$("$PGBIN/pg_config" --pkglibdir)"
+    if [ -f "$libdir/timescaledb.so" ]; then echo "timescaledb,pg_cron"; else echo "pg_cron"; fi
+}
+
+write_preload() {
+    local want="$1" conf="$DATA/metricagg-preload.conf"
+    {
+        echo "# written by scripts/db.sh at every start: do not edit"
+        echo "shared_preload_libraries = '$want'"
+        case "$want" in *timescaledb*) echo "timescaledb.telemetry_level = off" ;; esac
+    } | as_pg tee "$conf" >/dev/null
 }
 
 is_running() {
@@ -90,7 +116,7 @@ port = $PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$RUN'
 unix_socket_permissions = 0700
-shared_preload_libraries = 'pg_cron'
+include_if_exists = 'metricagg-preload.conf'
 cron.database_name = '$ANALYTICS_DB'
 cron.use_background_workers = on
 max_worker_processes = 24
@@ -128,33 +154,10 @@ install_extension() {
 
 setup_roles() {
     load_secrets
-    # Passwords travel on stdin, never on a command line.
-    admin_psql postgres <<EOF
-ALTER ROLE postgres PASSWORD '$ADMIN_PASSWORD';
-DO \$\$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metricagg_owner') THEN
-        CREATE ROLE metricagg_owner NOLOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metricagg_ingest') THEN
-        CREATE ROLE metricagg_ingest LOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metricagg_job') THEN
-        CREATE ROLE metricagg_job LOGIN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metricagg_api') THEN
-        CREATE ROLE metricagg_api LOGIN;
-    END IF;
-END
-\$\$;
-ALTER ROLE metricagg_ingest PASSWORD '$INGEST_PASSWORD' CONNECTION LIMIT 64;
-ALTER ROLE metricagg_job PASSWORD '$JOB_PASSWORD' CONNECTION LIMIT 16;
-ALTER ROLE metricagg_api PASSWORD '$API_PASSWORD' CONNECTION LIMIT 64;
-ALTER ROLE metricagg_ingest SET search_path = metricagg, public;
-ALTER ROLE metricagg_job SET search_path = metricagg, public;
-ALTER ROLE metricagg_api SET search_path = metricagg, public;
-ALTER ROLE metricagg_api SET default_transaction_read_only = on;
-EOF
+    # Passwords travel as psql variables, never on a command line or in a file.
+    admin_psql postgres -v ingest_pw="$INGEST_PASSWORD" -v job_pw="$JOB_PASSWORD" -v api_pw="$API_PASSWORD" \
+        -f "$ROOT/sql/roles.sql" >/dev/null
+    echo "ALTER ROLE postgres PASSWORD :'admin_pw';" | admin_psql postgres -v admin_pw="$ADMIN_PASSWORD" >/dev/null
 }
 
 # pg_metricagg is unreleased (0.x): when the installed script changed under
@@ -176,61 +179,22 @@ create_database() {
     if [ "$(admin_psql postgres -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]; then
         admin_psql postgres -c "CREATE DATABASE \"$db\""
     fi
-    admin_psql postgres -c "REVOKE ALL ON DATABASE \"$db\" FROM PUBLIC"
-    admin_psql "$db" -c "REVOKE CREATE ON SCHEMA public FROM PUBLIC"
     refresh_extension "$db"
 }
 
 setup_raw() {
     local db="$1"
     create_database "$db"
-    admin_psql postgres -c "GRANT CONNECT ON DATABASE \"$db\" TO metricagg_ingest, metricagg_job; GRANT TEMPORARY ON DATABASE \"$db\" TO metricagg_owner"
     admin_psql "$db" -f "$ROOT/sql/raw.sql" >/dev/null
 }
 
-setup_analytics() {
-    local db="$1" raw_db="$2"
+setup_analytics() { # db raw_db [raw_port]
+    local db="$1" raw_db="$2" raw_port="${3:-$PORT}"
     create_database "$db"
-    admin_psql postgres -c "GRANT CONNECT, TEMPORARY ON DATABASE \"$db\" TO metricagg_job; GRANT CONNECT ON DATABASE \"$db\" TO metricagg_api"
-    admin_psql "$db" -f "$ROOT/sql/analytics.sql" >/dev/null
+    admin_psql "$db" -v engine="${METRICAGG_BINS_ENGINE:-auto}" -f "$ROOT/sql/analytics.sql" >/dev/null
     load_secrets
-    # The FDW server to the raw database, with the extension's functions
-    # shippable so aggregation runs remotely, and the job's user mapping.
-    admin_psql "$db" <<EOF >/dev/null
-DO \$\$
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_foreign_server WHERE srvname = 'metricagg_raw') THEN
-        CREATE SERVER metricagg_raw FOREIGN DATA WRAPPER postgres_fdw
-            OPTIONS (host '127.0.0.1', port '$PORT', dbname '$raw_db',
-                     extensions 'pg_metricagg', fetch_size '10000');
-    ELSE
-        ALTER SERVER metricagg_raw OPTIONS (SET host '127.0.0.1', SET port '$PORT', SET dbname '$raw_db');
-    END IF;
-END
-\$\$;
-GRANT USAGE ON FOREIGN SERVER metricagg_raw TO metricagg_job;
-DROP USER MAPPING IF EXISTS FOR metricagg_job SERVER metricagg_raw;
-CREATE USER MAPPING FOR metricagg_job SERVER metricagg_raw
-    OPTIONS (user 'metricagg_job', password '$JOB_PASSWORD');
-DROP USER MAPPING IF EXISTS FOR postgres SERVER metricagg_raw;
-CREATE USER MAPPING FOR postgres SERVER metricagg_raw
-    OPTIONS (user 'metricagg_job', password '$JOB_PASSWORD');
-SET ROLE metricagg_job;
-CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_samples (
-    server_id text, metric_type text, ts timestamptz, value double precision)
-    SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'samples');
-CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_change_log (
-    id bigint, xid xid8, server_id text, min_ts timestamptz, max_ts timestamptz,
-    row_count bigint, logged_at timestamptz)
-    SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'change_log');
-CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_snapshot_horizon (horizon xid8)
-    SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'snapshot_horizon');
-CREATE FOREIGN TABLE IF NOT EXISTS metricagg.raw_job_progress (
-    singleton boolean, done_below xid8, updated_at timestamptz, pending_from timestamptz)
-    SERVER metricagg_raw OPTIONS (schema_name 'metricagg', table_name 'job_progress');
-ALTER FOREIGN TABLE metricagg.raw_job_progress ADD COLUMN IF NOT EXISTS pending_from timestamptz;
-RESET ROLE;
-EOF
+    admin_psql "$db" -v raw_host=127.0.0.1 -v raw_port="$raw_port" -v raw_db="$raw_db" -v job_pw="$JOB_PASSWORD" \
+        -f "$ROOT/sql/fdw.sql" >/dev/null
     # pg_cron lives in the analytics database (cron.database_name).
     if [ "$db" = "$ANALYTICS_DB" ]; then
         admin_psql "$db" -c "CREATE EXTENSION IF NOT EXISTS pg_cron" >/dev/null
@@ -246,6 +210,16 @@ cmd_start() {
     [ -x "$PGBIN/initdb" ] || die "PostgreSQL ${PG_MAJOR} is not installed: run 'make deps'"
     [ -f "$DATA/PG_VERSION" ] || init_cluster
     install_extension
+    local want
+    want="$(preload_libraries)"
+    write_preload "$want"
+    # Clusters made before the preload file existed: include it (last wins).
+    grep -q "metricagg-preload.conf" "$DATA/postgresql.conf" \
+        || echo "include_if_exists = 'metricagg-preload.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+    if is_running && [ "$(admin_psql postgres -Atc 'SHOW shared_preload_libraries')" != "$want" ]; then
+        say "restarting PostgreSQL: shared_preload_libraries is now '$want'"
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+    fi
     if ! is_running; then
         say "starting PostgreSQL on 127.0.0.1:$PORT (log: $LOG)"
         [ "$(id -u)" -eq 0 ] && { touch "$LOG"; chown "$PGUSER_OS" "$LOG"; }
@@ -270,7 +244,11 @@ cmd_stop() {
 cmd_status() {
     if is_running; then
         say "running on 127.0.0.1:$PORT, data in $DATA"
-        admin_psql "$ANALYTICS_DB" -At -c "SELECT 'bins: ' || count(*) FROM metricagg.bins" 2>/dev/null || true
+        say "preloaded: $(admin_psql postgres -Atc 'SHOW shared_preload_libraries')"
+        admin_psql "$ANALYTICS_DB" -At -c "SELECT 'bins: ' || metricagg.bins_storage()" \
+            -c "SELECT 'bins: ' || count(*) || ' rows' FROM metricagg.bins" \
+            -c "SELECT 'schema: analytics version ' || metricagg.schema_version('analytics')" 2>/dev/null || true
+        admin_psql "$RAW_DB" -At -c "SELECT 'schema: raw version ' || metricagg.schema_version('raw')" 2>/dev/null || true
     else
         say "not running"
         return 3
@@ -296,13 +274,14 @@ EOF
 }
 
 cmd_create_db() {
-    local kind="${1:-}" name="${2:-}" raw="${3:-$RAW_DB}"
+    local kind="${1:-}" name="${2:-}" raw="${3:-$RAW_DB}" raw_port="${4:-$PORT}"
     [[ "$name" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "create-db: NAME must be a lower-case identifier"
     [[ "$raw" =~ ^[a-z_][a-z0-9_]{0,62}$ ]] || die "create-db: RAW_NAME must be a lower-case identifier"
+    [[ "$raw_port" =~ ^[0-9]{1,5}$ ]] || die "create-db: RAW_PORT must be a port number"
     is_running || die "the cluster is not running: run 'make db-start'"
     case "$kind" in
         raw) setup_raw "$name" ;;
-        analytics) setup_analytics "$name" "$raw" ;;
+        analytics) setup_analytics "$name" "$raw" "$raw_port" ;;
         local)
             setup_raw "$name"
             admin_psql "$name" -c "GRANT CREATE ON SCHEMA metricagg TO metricagg_job" >/dev/null

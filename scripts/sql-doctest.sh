@@ -13,6 +13,8 @@ doc="${1:?usage: scripts/sql-doctest.sh [--update] FILE.md}"
 command -v psql >/dev/null || { echo "sql-doctest: psql not found" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "sql-doctest: python3 not found" >&2; exit 1; }
 
+# The examples show native partitions (docs/operations.md covers TimescaleDB).
+export METRICAGG_BINS_ENGINE="${METRICAGG_BINS_ENGINE:-native}"
 db="doctest_$$"
 url="$(bash scripts/db.sh create-db local "$db" | tail -1)"
 [ -n "$url" ] || { echo "sql-doctest: could not create $db" >&2; exit 1; }

@@ -6,6 +6,10 @@
 # end to end: ingest role loads rows, the job role runs metricagg_run_once()
 # through postgres_fdw with the aggregation pushed down, the bins equal the
 # oracle, the api role can read but not write, and the pg_cron jobs exist.
+# The analytics server preloads TimescaleDB, as the compose image does, so
+# bins are a hypertable; without TimescaleDB installed the analytics init runs
+# with METRICAGG_BINS_ENGINE=native and says so (REQUIRE_TIMESCALEDB=1 makes
+# that a failure).
 # Settings: DOCKER_INIT_TEST_PORT (first of two ports, default 5461).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +42,22 @@ for s in docker/raw-db/initdb/*.sh docker/analytics-db/initdb/*.sh; do
 done
 chmod -R a+rX "$W"
 
-start() { # name port database
+if [ -f "$("$B/pg_config" --pkglibdir)/timescaledb.so" ]; then
+    AN_PRELOAD="timescaledb,pg_cron"; AN_ENGINE=timescaledb
+else
+    [ -z "${REQUIRE_TIMESCALEDB:-}" ] || fail "TimescaleDB is not installed and REQUIRE_TIMESCALEDB is set"
+    echo "test-docker-init: TimescaleDB is not installed: analytics-db runs with native partitions"
+    AN_PRELOAD="pg_cron"; AN_ENGINE=native
+fi
+
+start() { # name port database preload
     as_pg "$B/initdb" -D "$W/$1" -U postgres -E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     cat >>"$W/$1/postgresql.conf" <<EOC
 port = $2
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$W/run'
-shared_preload_libraries = 'pg_cron'
+shared_preload_libraries = '$4'
+timescaledb.telemetry_level = off
 cron.database_name = '$3'
 cron.use_background_workers = on
 max_worker_processes = 24
@@ -53,8 +66,8 @@ EOC
     as_pg "$B/pg_ctl" -D "$W/$1" -l "$W/$1.log" -w start >/dev/null || { cat "$W/$1.log" >&2; fail "$1 server did not start"; }
     as_pg psql -X -q -h "$W/run" -p "$2" -U postgres -d postgres -c "ALTER ROLE postgres PASSWORD 'admin-test'" -c "CREATE DATABASE $3"
 }
-start raw "$P1" metrics_raw
-start analytics "$P2" metrics_analytics
+start raw "$P1" metrics_raw pg_cron
+start analytics "$P2" metrics_analytics "$AN_PRELOAD"
 
 echo "test-docker-init: raw-db init script"
 as_pg env PGHOST="$W/run" PGPORT="$P1" POSTGRES_USER=postgres POSTGRES_DB=metrics_raw \
@@ -63,6 +76,7 @@ as_pg env PGHOST="$W/run" PGPORT="$P1" POSTGRES_USER=postgres POSTGRES_DB=metric
 echo "test-docker-init: analytics-db init script"
 as_pg env PGHOST="$W/run" PGPORT="$P2" POSTGRES_USER=postgres POSTGRES_DB=metrics_analytics \
     METRICAGG_JOB_PASSWORD=job-test METRICAGG_API_PASSWORD=api-test METRICAGG_RAW_HOST=127.0.0.1 METRICAGG_RAW_PORT="$P1" \
+    METRICAGG_BINS_ENGINE="$AN_ENGINE" \
     bash "$W/sql/10-metricagg-analytics.sh" 2>"$W/an-init.err" || { cat "$W/an-init.err" >&2; fail "analytics-db init script"; }
 
 q() { # user password port db sql
@@ -101,4 +115,7 @@ echo "test-docker-init: raw pg_cron: $jobs_raw"
 [[ "$jobs_an" != *"@metrics_raw"* ]] || fail "analytics-db schedules jobs in a database it does not have"
 [[ "$jobs_raw" == *"metricagg-raw-partitions@metrics_raw:metricagg_job"* && "$jobs_raw" == *"metricagg-raw-retention@metrics_raw:metricagg_job"* ]] \
     || fail "raw-db partition/retention jobs missing"
+engine="$(q postgres admin-test "$P2" metrics_analytics "SELECT metricagg.bins_engine()")"
+echo "test-docker-init: bins storage: $(q postgres admin-test "$P2" metrics_analytics "SELECT metricagg.bins_storage()")"
+[ "$engine" = "$AN_ENGINE" ] || fail "bins are stored as $engine, expected $AN_ENGINE"
 echo "test-docker-init: passed"

@@ -491,22 +491,32 @@ async fn run_db(plan: Plan, url: DbUrl) -> Result<Summary, Failure> {
             explain(&e)
         ))
     };
-    let existing: i64 = ctl
-        .query_one(
-            "SELECT metricagg.count_samples($1, $2, $3::text[])",
+    // Claim the servers and range before loading (metricagg.claim_load):
+    // atomically, no other live load overlaps and no sample exists there
+    // yet, so two seeders of the same range at once cannot both load. The
+    // claim lasts as long as this control connection.
+    if let Err(e) = ctl
+        .execute(
+            "SELECT metricagg.claim_load($3::text[], $1, $2)",
             &[&to_datetime(start), &to_datetime(check_end), &servers],
         )
         .await
-        .map_err(|e| contract("metricagg.count_samples", e))?
-        .get(0);
-    if existing > 0 {
+    {
+        let refused = e.code().is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+                || *c == tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE
+                || *c == tokio_postgres::error::SqlState::CHECK_VIOLATION
+        });
+        if !refused {
+            return Err(contract("metricagg.claim_load", e));
+        }
         return Err(Failure {
             code: EXIT_OVERLAP,
             message: format!(
-                "{existing} samples of these servers already exist in [{}, {}); refusing to load \
-                 the range twice. Load another range or other servers, or remove those samples first.",
+                "refusing to load [{}, {}) for these servers: {}",
                 format_ts(start),
-                format_ts(check_end)
+                format_ts(check_end),
+                explain(&e)
             ),
             summary: None,
         });

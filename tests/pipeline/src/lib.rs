@@ -97,9 +97,11 @@ impl Pipeline {
         let analytics_db = unique("t_an");
         let raw_url = create_db("raw", &raw_db, None);
         let analytics_url = create_db("analytics", &analytics_db, Some(&raw_db));
+        let analytics = connect(&analytics_url).await;
+        assert_bins_engine(&analytics).await;
         Pipeline {
             raw: connect(&raw_url).await,
-            analytics: connect(&analytics_url).await,
+            analytics,
             ingest: connect(&with_db(&env("INGEST_DATABASE_URL"), &raw_db)).await,
             job: connect(&with_db(&env("JOB_DATABASE_URL"), &analytics_db)).await,
             raw_db,
@@ -133,9 +135,13 @@ impl Pipeline {
             .get(0)
     }
 
+    /// The job's watermark for the (single) raw node, "0" before any run.
     pub async fn done_below(&self) -> String {
         self.analytics
-            .query_one("SELECT done_below::text FROM metricagg.job_state", &[])
+            .query_one(
+                "SELECT coalesce((SELECT done_below::text FROM metricagg.job_watermarks WHERE node = 0), '0')",
+                &[],
+            )
             .await
             .unwrap()
             .get(0)
@@ -160,6 +166,27 @@ impl Pipeline {
     pub async fn raw_count(&self) -> i64 {
         count(&self.raw, "SELECT count(*) FROM metricagg.samples").await
     }
+}
+
+/// With `METRICAGG_BINS_ENGINE` set (the Makefile sets it for each pass),
+/// the analytics database really stores bins that way: a pass meant for
+/// TimescaleDB must not silently run on native partitions.
+pub async fn assert_bins_engine(analytics: &Client) {
+    let Ok(want) = std::env::var("METRICAGG_BINS_ENGINE") else {
+        return;
+    };
+    if want == "auto" {
+        return;
+    }
+    let got: String = analytics
+        .query_one("SELECT metricagg.bins_engine()", &[])
+        .await
+        .expect("metricagg.bins_engine()")
+        .get(0);
+    assert_eq!(
+        got, want,
+        "METRICAGG_BINS_ENGINE={want}, but bins are stored as {got}"
+    );
 }
 
 /// The single bigint a query without parameters returns (a count).

@@ -446,6 +446,7 @@ async fn retention_never_drops_an_unprocessed_partition() {
 async fn local_source_without_fdw() {
     let db = unique("t_local");
     let admin = connect(&create_db("local", &db, None)).await;
+    assert_bins_engine(&admin).await;
     let ingest = connect(&with_db(&env("INGEST_DATABASE_URL"), &db)).await;
     let job = connect(&with_db(&env("JOB_DATABASE_URL"), &db)).await;
     insert_samples(&ingest, &[1, 2, 3], T0, 900, 1).await;
