@@ -140,11 +140,24 @@ fn read_files(dir: &Path) -> Result<Vec<File>, String> {
 async fn connect(url: &Secret, what: &str) -> Result<Client, String> {
     let (c, conn) = tokio_postgres::connect(url.expose(), NoTls)
         .await
-        .map_err(|e| format!("{what} database: {e}"))?;
+        .map_err(|e| format!("{what} database: {}", explain(&e)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
     Ok(c)
+}
+
+/// A database error with the server's message, detail and hint.
+fn explain(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "{}{}{}",
+            d.message(),
+            d.detail().map(|x| format!(" ({x})")).unwrap_or_default(),
+            d.hint().map(|x| format!("; hint: {x}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    }
 }
 
 fn utc(t: i64) -> DateTime<Utc> {
@@ -164,7 +177,7 @@ async fn load(files: &[File], args: &Args) -> Result<(), String> {
                 &[&utc(lo), &utc(hi + 86_400)],
             )
             .await
-            .map_err(|e| format!("ensure_partitions for {}: {e}", f.key))?;
+            .map_err(|e| format!("ensure_partitions for {}: {}", f.key, explain(&e)))?;
         let ts: Vec<DateTime<Utc>> = f.points.iter().map(|p| utc(p.0)).collect();
         let vs: Vec<f64> = f.points.iter().map(|p| p.1).collect();
         rows += ingest
@@ -174,7 +187,7 @@ async fn load(files: &[File], args: &Args) -> Result<(), String> {
                 &[&f.server, &ts, &vs],
             )
             .await
-            .map_err(|e| format!("inserting {}: {e}", f.key))? as usize;
+            .map_err(|e| format!("inserting {}: {}", f.key, explain(&e)))? as usize;
     }
     eprintln!(
         "eval-nab: {} series, {rows} samples inserted by the ingest role in {:.1} s",
@@ -186,7 +199,7 @@ async fn load(files: &[File], args: &Args) -> Result<(), String> {
         let r: String = job
             .query_one("SELECT metricagg_run_once()", &[])
             .await
-            .map_err(|e| format!("metricagg_run_once(): {e}"))?
+            .map_err(|e| format!("metricagg_run_once(): {}", explain(&e)))?
             .get(0);
         eprintln!("eval-nab: {r}");
         if r.contains(": 0 change-log entries") {
