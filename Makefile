@@ -10,6 +10,8 @@
 #   make api              run insights-api in the foreground (api role)
 #   make bench-aggregate  pg_metricagg vs PostgreSQL's aggregates (prints ratios)
 #   make bench-pipeline   the job vs direct aggregation, incremental runs, trigger cost
+#   make bench-vs-caggs   the job vs TimescaleDB continuous aggregates (full, late data, reads)
+#   make soak             live ingest and loop mode under faults for SOAK_MINUTES, then the oracle
 #   make bench-seeder     seeder vs psql COPY
 #   make bench-api        /insights latency under load
 #   make eval-insights    anomaly detection scored against the seeder's labels
@@ -28,7 +30,7 @@ TEST_TARGETS := lint test-core test-pg test-pipeline test-timescaledb
 -include mk/*.mk
 
 .PHONY: help deps lint fmt test test-core test-pg test-pipeline install-release \
-        db-start db-stop db-status db-destroy db-env bench-aggregate bench-pipeline
+        db-start db-stop db-status db-destroy db-env bench-aggregate bench-pipeline bench-vs-caggs soak test-timescaledb
 
 help:
 	@grep -E '^#   make' Makefile | sed 's/^#   //'
@@ -57,9 +59,13 @@ test-pg:
 # The release extension is installed first: test-pg leaves a debug build.
 # This pass keeps bins in native partitions; test-timescaledb runs the same
 # suite again with bins in a TimescaleDB hypertable.
+# tests/faults.rs starts two clusters of its own (.metricagg/faults-*, ports
+# 5471-5472) to kill; they are stopped afterwards.
 test-pipeline: install-release db-start
 	eval "$$(bash scripts/db.sh env)" && METRICAGG_BINS_ENGINE=native \
-	    cargo test -p metricagg-pipeline-tests --test pipeline -- --test-threads=1
+	    cargo test -p metricagg-pipeline-tests --test pipeline --test hardening --test faults -- --test-threads=1; \
+	rc=$$?; for c in faults-raw faults-an; do \
+	    [ -d .metricagg/$$c ] && METRICAGG_HOME=$$PWD/.metricagg/$$c bash scripts/db.sh stop 2>/dev/null; done; exit $$rc
 
 # The analytics side on TimescaleDB: the pipeline suite and the API tests
 # again with bins in a hypertable, and the TimescaleDB-specific tests
@@ -72,7 +78,7 @@ test-timescaledb: install-release
 	    if [ -n "$$REQUIRE_TIMESCALEDB" ]; then echo "test-timescaledb: REQUIRE_TIMESCALEDB is set: failing" >&2; exit 1; fi; \
 	else \
 	    bash scripts/db.sh start && eval "$$(bash scripts/db.sh env)" && export METRICAGG_BINS_ENGINE=timescaledb && \
-	    cargo test -p metricagg-pipeline-tests --test pipeline --test timescaledb -- --test-threads=1 && \
+	    cargo test -p metricagg-pipeline-tests --test pipeline --test hardening --test timescaledb -- --test-threads=1 && \
 	    cargo test -p insights-api --test api; \
 	fi
 
@@ -100,3 +106,12 @@ bench-aggregate:
 
 bench-pipeline:
 	bash bench/pipeline.sh
+
+# The job vs TimescaleDB continuous aggregates on the same rows (needs TimescaleDB).
+bench-vs-caggs:
+	bash bench/vs-caggs.sh
+
+# Live ingest + loop mode + late rows, poison and killed runs, then the
+# oracle (SOAK_SERVERS, SOAK_MINUTES). Not part of make test.
+soak:
+	bash scripts/soak.sh

@@ -5,13 +5,14 @@
 #   make test-compose     validate docker-compose.yml (compose-spec schema) and every path it names
 #   make test-docker-init run the compose init scripts against two local servers, check the pipeline across them
 #   make test-sql-doctest run the SQL examples of docs/sql-reference.md and compare their output
+#   make test-demo        make demo twice on a small cluster of its own, the second after raw retention
 
-TEST_TARGETS += test-compose test-docker-init test-sql-doctest
+TEST_TARGETS += test-compose test-docker-init test-sql-doctest test-demo
 
 # check-jsonschema from PyPI, in a private venv (never the system Python).
 VENV := .metricagg/venv
 
-.PHONY: demo stop test-compose test-demo-files test-docker-init test-sql-doctest
+.PHONY: demo stop test-compose test-demo-files test-docker-init test-sql-doctest test-demo
 
 demo:
 	bash scripts/demo.sh start
@@ -38,3 +39,6 @@ test-docker-init: install-release
 test-sql-doctest:
 	bash scripts/db.sh start
 	bash scripts/sql-doctest.sh docs/sql-reference.md
+
+test-demo: install-release
+	bash scripts/test-demo-retention.sh

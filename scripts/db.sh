@@ -79,6 +79,18 @@ write_preload() {
     } | as_pg tee "$conf" >/dev/null
 }
 
+# Waits (up to 60 s) until a running server accepts connections; returns
+# at once when there is no server (any more: a killed postmaster is gone).
+wait_ready() {
+    local i
+    for i in $(seq 1 120); do
+        is_running || return 0
+        as_pg "$PGBIN/pg_isready" -q -h "$RUN" -p "$PORT" && return 0
+        sleep 0.5
+    done
+    die "PostgreSQL on port $PORT does not accept connections (log: $LOG)"
+}
+
 is_running() {
     [ -f "$DATA/PG_VERSION" ] && as_pg "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
 }
@@ -160,18 +172,39 @@ setup_roles() {
     echo "ALTER ROLE postgres PASSWORD :'admin_pw';" | admin_psql postgres -v admin_pw="$ADMIN_PASSWORD" >/dev/null
 }
 
-# pg_metricagg is unreleased (0.x): when the installed script changed under
-# the same version, recreate the extension (never CASCADE: if a user object
-# depends on it, this fails loudly instead of dropping anything).
+# pg_metricagg in a database: created when missing; updated in place when
+# the installed default version is newer (ALTER EXTENSION ... UPDATE, as a
+# user upgrades; recreated if there is no update path); and, during
+# development, recreated when the installed script of the same version changed
+# since this database got it (never CASCADE: if a user object depends on it,
+# this fails loudly instead of dropping anything). The script's hash is kept
+# in $METRICAGG_HOME/extension-scripts/<cluster id>-<database oid>, not in
+# the extension's comment: that is the description \dx shows (databases made
+# before kept it there as 'script <md5>'; that is read once and replaced).
 refresh_extension() {
-    local db="$1" script sum
-    script="$("$PGBIN/pg_config" --sharedir)/extension/pg_metricagg--$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1).sql"
+    local db="$1" want have script sum stamp old comment
+    want="$(admin_psql "$db" -Atc "SELECT default_version FROM pg_available_extensions WHERE name = 'pg_metricagg'")"
+    [ -n "$want" ] || return 0
+    script="$("$PGBIN/pg_config" --sharedir)/extension/pg_metricagg--$want.sql"
     [ -f "$script" ] || return 0
     sum="$(md5sum "$script" | cut -c1-32)"
-    if [ "$(admin_psql "$db" -Atc "SELECT obj_description(oid, 'pg_extension') FROM pg_extension WHERE extname = 'pg_metricagg'")" != "script $sum" ]; then
-        admin_psql "$db" -c "DROP EXTENSION IF EXISTS pg_metricagg" -c "CREATE EXTENSION pg_metricagg" \
-            -c "COMMENT ON EXTENSION pg_metricagg IS 'script $sum'" >/dev/null
+    stamp="$MHOME/extension-scripts/$(admin_psql "$db" -Atc "SELECT (SELECT system_identifier FROM pg_control_system()) || '-' || oid FROM pg_database WHERE datname = current_database()")"
+    IFS='|' read -r have comment < <(admin_psql "$db" -Atc "SELECT extversion, obj_description(oid, 'pg_extension') FROM pg_extension WHERE extname = 'pg_metricagg'") || true
+    old="$(cat "$stamp" 2>/dev/null || true)"
+    [ -n "$old" ] || [[ "$comment" != "script "* ]] || old="$have ${comment#script }"
+    if [ -z "$have" ]; then
+        admin_psql "$db" -c "CREATE EXTENSION pg_metricagg"
+    elif [ "$have" != "$want" ]; then
+        say "$db: updating pg_metricagg $have to $want"
+        admin_psql "$db" -c "ALTER EXTENSION pg_metricagg UPDATE" \
+            || admin_psql "$db" -c "DROP EXTENSION pg_metricagg" -c "CREATE EXTENSION pg_metricagg"
+    elif [ -n "$old" ] && [ "$old" != "$want $sum" ]; then
+        admin_psql "$db" -c "DROP EXTENSION pg_metricagg" -c "CREATE EXTENSION pg_metricagg"
+    elif [[ "$comment" == "script "* ]]; then
+        admin_psql "$db" -c "COMMENT ON EXTENSION pg_metricagg IS $(admin_psql "$db" -Atc "SELECT quote_literal(comment) FROM pg_available_extensions WHERE name = 'pg_metricagg'")"
     fi
+    mkdir -p "$(dirname "$stamp")"
+    printf '%s %s\n' "$want" "$sum" >"$stamp"
 }
 
 create_database() {
@@ -216,6 +249,8 @@ cmd_start() {
     # Clusters made before the preload file existed: include it (last wins).
     grep -q "metricagg-preload.conf" "$DATA/postgresql.conf" \
         || echo "include_if_exists = 'metricagg-preload.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+    # A server still in crash recovery refuses connections for a while.
+    wait_ready
     if is_running && [ "$(admin_psql postgres -Atc 'SHOW shared_preload_libraries')" != "$want" ]; then
         say "restarting PostgreSQL: shared_preload_libraries is now '$want'"
         as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
@@ -234,7 +269,10 @@ cmd_start() {
 
 cmd_stop() {
     if is_running; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+        # fast: roll back open transactions; a server that does not get
+        # down in time is stopped immediately (recovery at the next start).
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 30 stop >/dev/null \
+            || as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null
         say "stopped"
     else
         say "not running"

@@ -67,23 +67,30 @@ cmd_start() {
     cargo build --release -q -p seeder -p insights-api
 
     step "seeding $SERVERS servers, $START .. $end, every $INTERVAL, seed $SEED, $RATE anomalies per server-day"
-    local rc existing
-    existing="$(psql -X -q -At "$INGEST_DATABASE_URL" -c "SELECT metricagg.count_samples('$START', '$end',
-        ARRAY(SELECT 'srv-' || g FROM generate_series(1, $SERVERS) g))")"
-    if [ "$existing" -gt 0 ]; then
-        echo "already loaded ($existing samples of these servers in the range, from an earlier make demo): nothing is loaded twice"
-    else
-        set +e
-        ./target/release/seeder --servers "$SERVERS" --start "$START" --end "$end" --interval "$INTERVAL" \
-            --seed "$SEED" --anomaly-rate "$RATE" --database-url "$INGEST_DATABASE_URL" --quiet 2>&1 | redact
-        rc="${PIPESTATUS[0]}"
-        set -e
-        case "$rc" in
-            0) ;;
-            3) echo "(the demo day is already loaded, by an earlier make demo: nothing is loaded twice)" ;;
-            *) die "seeder failed (exit $rc)" ;;
-        esac
-    fi
+    local rc state servers="ARRAY(SELECT 'srv-' || g FROM generate_series(1, $SERVERS) g)"
+    # loaded: an earlier make demo loaded it; retired: it did, and loop mode's
+    # raw retention has since dropped those days (their bins remain), so the
+    # raw side refuses them again, rightly; empty: load it.
+    state="$(psql -X -q -At -v ON_ERROR_STOP=1 "$INGEST_DATABASE_URL" -c "SELECT CASE
+        WHEN metricagg.count_samples('$START', '$end', $servers) > 0 THEN 'loaded'
+        WHEN EXISTS (SELECT 1 FROM metricagg.retired WHERE server_id = ANY ($servers)
+                     AND days && tstzrange('$START', '$end')) THEN 'retired'
+        ELSE 'empty' END")"
+    case "$state" in
+        loaded) echo "already loaded (from an earlier make demo): nothing is loaded twice" ;;
+        retired) echo "loaded by an earlier make demo; raw retention has since dropped those days (their bins remain): nothing to load" ;;
+        *)
+            set +e
+            ./target/release/seeder --servers "$SERVERS" --start "$START" --end "$end" --interval "$INTERVAL" \
+                --seed "$SEED" --anomaly-rate "$RATE" --database-url "$INGEST_DATABASE_URL" --quiet 2>&1 | redact
+            rc="${PIPESTATUS[0]}"
+            set -e
+            case "$rc" in
+                0) ;;
+                3) echo "(the demo day is already loaded, by an earlier make demo: nothing is loaded twice)" ;;
+                *) die "seeder failed (exit $rc)" ;;
+            esac ;;
+    esac
 
     step "once mode, as the job role: SELECT metricagg_run_once()"
     psql -X -q -At "$JOB_DATABASE_URL" -c "SELECT metricagg_run_once()"

@@ -94,17 +94,28 @@ unpack() {
 }
 
 TIMESCALEDB_VERSION=2.28.3
+# Our fixes to the release, applied when building from source (patches/):
+# PostgreSQL 15.20 refuses to drop a portal that was never started, which
+# TimescaleDB 2.28.3's job runner does, so every background job (compression
+# and retention policies included) fails. A marker beside the install records
+# which patches it was built with.
+TSDB_PATCHES=("$ROOT"/patches/timescaledb-"${TIMESCALEDB_VERSION}"-*.patch)
+TSDB_MARKER="$SHAREEXT/timescaledb--${TIMESCALEDB_VERSION}.metricagg-patches"
+tsdb_patch_sums() { cat "${TSDB_PATCHES[@]}" | sha256sum | cut -c1-64; }
 if [ -n "${TIMESCALEDB_SOURCE:-}" ]; then
-    if [ -f "$PKGLIB/timescaledb-${TIMESCALEDB_VERSION}.so" ] && [ -f "$SHAREEXT/timescaledb--${TIMESCALEDB_VERSION}.sql" ]; then
-        say "TimescaleDB ${TIMESCALEDB_VERSION} already installed"
+    if [ -f "$PKGLIB/timescaledb-${TIMESCALEDB_VERSION}.so" ] && [ -f "$SHAREEXT/timescaledb--${TIMESCALEDB_VERSION}.sql" ] \
+        && [ "$(cat "$TSDB_MARKER" 2>/dev/null)" = "$(tsdb_patch_sums)" ]; then
+        say "TimescaleDB ${TIMESCALEDB_VERSION} already installed (with patches/)"
     else
         check_tarball "$TIMESCALEDB_SOURCE" "timescaledb-${TIMESCALEDB_VERSION}.tar.gz" \
             ec2f7de0ba53a473c01e0a57e09053898c6b1f7487228caff0f1d31c8cb2dedb
-        say "TimescaleDB ${TIMESCALEDB_VERSION}: building from source (about 6 minutes on two cores)"
+        say "TimescaleDB ${TIMESCALEDB_VERSION}: building from source with ${#TSDB_PATCHES[@]} patch(es) (about 6 minutes on two cores)"
         src="$(unpack "$TIMESCALEDB_SOURCE")"
+        for p in "${TSDB_PATCHES[@]}"; do (cd "$src" && patch -s -p1 <"$p"); done
         (cd "$src" && ./bootstrap -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
              -DCMAKE_BUILD_TYPE=Release -DPG_CONFIG="$PG_CONFIG" >/dev/null \
          && make -C build -j"$(nproc)" >/dev/null && as_root make -C build install >/dev/null)
+        tsdb_patch_sums | as_root tee "$TSDB_MARKER" >/dev/null
         rm -rf "$src"
         say "TimescaleDB ${TIMESCALEDB_VERSION} installed"
     fi

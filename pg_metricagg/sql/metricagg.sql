@@ -325,7 +325,7 @@ CREATE AGGREGATE metricagg_pack_bins(ts timestamptz, count bigint, avg double pr
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE metricagg_pack_bins(timestamptz, bigint, double precision, double precision, double precision) IS
-'The group''s bins as one bytea ordered by ts: header u32 version (1), u32 n; then n records of i64 ts (microseconds since 1970-01-01 UTC), i64 count, f64 avg, f64 min, f64 max, all little-endian. A NULL avg/min/max is NaN; rows with a NULL ts or count are skipped; no rows gives NULL. One transition call per row: a faster way to read whole series than five array_aggs.';
+'The group''s bins as one bytea ordered by ts, little-endian: a version byte (1) and three zero bytes, u32 n; then n records of i64 ts (microseconds since 1970-01-01 UTC; -infinity and infinity as the i64 extremes), i64 count, f64 avg, f64 min, f64 max. A NULL avg/min/max is NaN; rows with a NULL ts or count are skipped; no rows gives NULL; a negative count or a ts after 294246 AD is an error. One transition call per row: a faster way to read whole series than five array_aggs. Decode it with metricagg_core::codec::pack_bins. EXECUTE is granted per role, not to PUBLIC.';
 
 -- metricagg_stats_by_bin_packed / metricagg_unpack_stats: the bins of
 -- metricagg_stats_by_bin as one bytea, so that a remote aggregation through
@@ -354,7 +354,7 @@ CREATE AGGREGATE metricagg_stats_by_bin_packed(ts timestamptz, value double prec
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE metricagg_stats_by_bin_packed(timestamptz, double precision, interval) IS
-'metricagg_stats_by_bin as one bytea (header u32 version 1, u32 n; n records of i64 bin start in microseconds since 1970-01-01 UTC, i64 count, f64 avg, min, max, p80; little-endian), for shipping many bins as one value; metricagg_unpack_stats turns it back into rows.';
+'metricagg_stats_by_bin as one bytea, for shipping many bins as one value (little-endian: a version byte (1) and three zero bytes, u32 n; n records of i64 bin start in microseconds since 1970-01-01 UTC, i64 count, f64 avg, min, max, p80; bins after 294246 AD are an error); metricagg_unpack_stats turns it back into rows. EXECUTE is granted per role, not to PUBLIC.';
 
 CREATE AGGREGATE metricagg_stats_by_bin_packed(ts timestamptz, value double precision, width interval, origin timestamptz) (
     SFUNC = metricagg_by_bin_trans,
@@ -368,10 +368,27 @@ CREATE AGGREGATE metricagg_stats_by_bin_packed(ts timestamptz, value double prec
     PARALLEL = SAFE
 );
 COMMENT ON AGGREGATE metricagg_stats_by_bin_packed(timestamptz, double precision, interval, timestamptz) IS
-'metricagg_stats_by_bin_packed with an explicit origin for fixed widths (see metricagg_bin).';
+'metricagg_stats_by_bin_packed with an explicit origin for fixed widths (see metricagg_bin). EXECUTE is granted per role, not to PUBLIC.';
 
 CREATE FUNCTION metricagg_unpack_stats(packed bytea) RETURNS SETOF metricagg_bin_stats
     AS 'MODULE_PATHNAME', 'metricagg_unpack_stats'
     LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE ROWS 1000;
 COMMENT ON FUNCTION metricagg_unpack_stats(bytea) IS
-'The bins of a metricagg_stats_by_bin_packed value as rows (ts, count, avg, min, max, p80), ordered by ts. Anything else is an error.';
+'The bins of a metricagg_stats_by_bin_packed value as rows (ts, count, avg, min, max, p80), ordered by ts. The whole value is checked first (version, length, finite timestamps in increasing order, counts of at least 1): anything else is an error saying what is wrong, and no row is returned. A value of another format version (another pg_metricagg across postgres_fdw) is an error naming both versions. EXECUTE is granted per role, not to PUBLIC.';
+
+-------------------------------------------------------------------------------
+-- Privileges
+--
+-- The packed functions carry the pipeline's binary formats between its
+-- roles; nobody else needs them. EXECUTE goes to the roles that do (see
+-- sql/raw.sql and sql/analytics.sql): the job role runs
+-- metricagg_stats_by_bin_packed on the raw side and metricagg_unpack_stats
+-- in the analytics database, the api role runs metricagg_pack_bins. The
+-- aggregates' support functions take or return internal, which SQL cannot
+-- pass; PostgreSQL checks the aggregate's owner, not the caller, for them.
+-------------------------------------------------------------------------------
+
+REVOKE EXECUTE ON FUNCTION metricagg_pack_bins(timestamptz, bigint, double precision, double precision, double precision) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION metricagg_stats_by_bin_packed(timestamptz, double precision, interval) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION metricagg_stats_by_bin_packed(timestamptz, double precision, interval, timestamptz) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION metricagg_unpack_stats(bytea) FROM PUBLIC;

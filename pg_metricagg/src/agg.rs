@@ -17,11 +17,13 @@
 use std::mem::size_of;
 use std::ptr::{self, NonNull};
 
+use metricagg_core::codec::values_state;
 use metricagg_core::percentile::{self, check_fraction, key, P80};
 use metricagg_core::stats::summarize;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
+use crate::bytea::{bytes_of, decode_failed, new_bytea, Carries, Source};
 use crate::fmgr::{arg, pg_v1_function, raise};
 
 /// Header of the transition state; the keys follow it in the same chunk.
@@ -38,13 +40,8 @@ pub(crate) struct State {
     pub(crate) sum: f64,
 }
 
-pub(crate) const HEADER: usize = size_of::<State>();
+const HEADER: usize = size_of::<State>();
 const FIRST_CHUNK: usize = 128;
-/// Serialized form: version, len, fraction, sum, then the keys, little-endian.
-const SERIAL_VERSION: u32 = 1;
-const SERIAL_HEADER: usize = 4 + 4 + 8 + 8;
-/// PostgreSQL's MaxAllocSize: the largest varlena.
-pub(crate) const MAX_ALLOC_SIZE: usize = 0x3fff_ffff;
 
 fn cap_for(bytes: usize) -> u32 {
     u32::try_from((bytes - HEADER) / size_of::<u64>()).unwrap_or(u32::MAX)
@@ -125,6 +122,46 @@ pub(crate) unsafe fn grow(state: NonNull<State>, extra: usize) -> NonNull<State>
     let grown = NonNull::new(raw.cast::<State>()).expect("repalloc does not return NULL");
     unsafe { (*grown.as_ptr()).cap = cap_for(bytes).max(needed as u32) };
     grown
+}
+
+/// Appends `keys` (with their `sum`) to `state`, growing it if needed.
+///
+/// # Safety
+/// `state` points to a live state.
+pub(crate) unsafe fn append(mut state: NonNull<State>, keys: &[u64], sum: f64) -> NonNull<State> {
+    unsafe {
+        let s = &*state.as_ptr();
+        if ((s.cap - s.len) as usize) < keys.len() {
+            state = grow(state, keys.len());
+        }
+        let s = &mut *state.as_ptr();
+        let dst = state.as_ptr().cast::<u8>().add(HEADER).cast::<u64>();
+        ptr::copy_nonoverlapping(keys.as_ptr(), dst.add(s.len as usize), keys.len());
+        s.len += keys.len() as u32;
+        s.sum += sum;
+    }
+    state
+}
+
+/// A new state in `context` holding exactly the decoded `keys`.
+///
+/// # Safety
+/// `context` is a live memory context.
+pub(crate) unsafe fn state_from_keys(
+    context: pg_sys::MemoryContext,
+    fraction: f64,
+    sum: f64,
+    keys: metricagg_core::codec::Keys<'_>,
+) -> NonNull<State> {
+    unsafe {
+        let state = new_state(context, fraction, keys.len());
+        let s = &mut *state.as_ptr();
+        let dst = state.as_ptr().cast::<u8>().add(HEADER).cast::<u64>();
+        keys.copy_to(std::slice::from_raw_parts_mut(dst, keys.len()));
+        s.len = keys.len() as u32;
+        s.sum = sum;
+        state
+    }
 }
 
 #[inline(always)]
@@ -237,7 +274,7 @@ pg_v1_function! {
                 return state_datum(left, fcinfo);
             };
             let r = &*right.as_ptr();
-            let mut left = match left {
+            let left = match left {
                 Some(l) => l,
                 None => new_state(context, r.fraction, r.len as usize),
             };
@@ -246,102 +283,44 @@ pg_v1_function! {
                 fraction_mismatch(first, other);
             }
             (*left.as_ptr()).fraction = other;
-            let free = (*left.as_ptr()).cap - (*left.as_ptr()).len;
-            if free < r.len {
-                left = grow(left, r.len as usize);
-            }
-            let l = &mut *left.as_ptr();
-            let dst = left.as_ptr().cast::<u8>().add(HEADER).cast::<u64>().add(l.len as usize);
-            ptr::copy_nonoverlapping(State::keys(right).as_ptr(), dst, r.len as usize);
-            l.len += r.len;
-            l.sum += r.sum;
+            let left = append(left, State::keys(right), r.sum);
             state_datum(Some(left), fcinfo)
         }
     }
 }
 
 pg_v1_function! {
-    /// `metricagg_values_serialize(internal) → bytea`.
+    /// `metricagg_values_serialize(internal) → bytea`: see
+    /// `metricagg_core::codec::values_state`.
     fn metricagg_values_serialize / pg_finfo_metricagg_values_serialize (fcinfo) {
         unsafe {
             let state = state_arg(arg(fcinfo, 0)).expect("STRICT: state is not NULL");
             let s = &*state.as_ptr();
             let keys = State::keys(state);
-            let payload = SERIAL_HEADER + std::mem::size_of_val(keys);
-            let total = pg_sys::VARHDRSZ + payload;
-            if total > MAX_ALLOC_SIZE {
-                raise(
-                    PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                    "pg_metricagg: group too large to pass between parallel workers",
-                    Some(&format!("The group holds {} values.", keys.len())),
-                    "Disable parallel aggregation for this query (SET max_parallel_workers_per_gather = 0) or group by a narrower bin.",
-                );
-            }
-            let bytea = pg_sys::palloc(total).cast::<pg_sys::varlena>();
-            pgrx::set_varsize_4b(bytea, total as i32);
-            let mut out = bytea.cast::<u8>().add(pg_sys::VARHDRSZ);
-            for chunk in [
-                &SERIAL_VERSION.to_le_bytes()[..],
-                &s.len.to_le_bytes()[..],
-                &s.fraction.to_le_bytes()[..],
-                &s.sum.to_le_bytes()[..],
-            ] {
-                ptr::copy_nonoverlapping(chunk.as_ptr(), out, chunk.len());
-                out = out.add(chunk.len());
-            }
-            if cfg!(target_endian = "little") {
-                ptr::copy_nonoverlapping(keys.as_ptr().cast::<u8>(), out, keys.len() * 8);
-            } else {
-                for (i, k) in keys.iter().enumerate() {
-                    ptr::copy_nonoverlapping(k.to_le_bytes().as_ptr(), out.add(i * 8), 8);
-                }
-            }
-            pg_sys::Datum::from(bytea)
+            let (datum, out) = new_bytea(
+                values_state::encoded_len(keys.len()),
+                "pg_metricagg",
+                Carries::PartialState,
+            );
+            values_state::encode(s.fraction, s.sum, keys, out);
+            datum
         }
     }
 }
 
-pub(crate) fn corrupt(detail: &str) -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-        "pg_metricagg: invalid serialized aggregate state",
-        Some(detail),
-        "The state was not produced by this version of pg_metricagg.",
-    )
-}
-
 pg_v1_function! {
-    /// `metricagg_values_deserialize(bytea, internal) → internal`.
+    /// `metricagg_values_deserialize(bytea, internal) → internal`: every
+    /// field checked by `metricagg_core::codec::values_state::decode` before
+    /// the state is allocated.
     fn metricagg_values_deserialize / pg_finfo_metricagg_values_deserialize (fcinfo) {
         unsafe {
-            let datum = arg(fcinfo, 0).expect("STRICT: bytea is not NULL");
-            let bytea = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
-            let bytes = pgrx::varlena::varlena_to_byte_slice(bytea);
-            if bytes.len() < SERIAL_HEADER {
-                corrupt("The state is shorter than its header.");
-            }
-            let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-            let float = |at: usize| f64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-            if word(0) != SERIAL_VERSION {
-                corrupt(&format!("Unknown state version {}.", word(0)));
-            }
-            let len = word(4) as usize;
-            if bytes.len() != SERIAL_HEADER + len * 8 {
-                corrupt(&format!("{} bytes for {len} values.", bytes.len()));
-            }
+            let bytes = bytes_of(arg(fcinfo, 0).expect("STRICT: bytea is not NULL"));
+            let v = values_state::decode(bytes).unwrap_or_else(|e| {
+                decode_failed("pg_metricagg: invalid serialized aggregate state", &e, Source::PartialState)
+            });
             // Short-lived: the combine function copies it into the aggregate
             // context (or appends it to a state that lives there).
-            let state = new_state(pg_sys::CurrentMemoryContext, float(8), len);
-            let s = &mut *state.as_ptr();
-            s.sum = float(16);
-            s.len = len as u32;
-            let dst = state.as_ptr().cast::<u8>().add(HEADER);
-            ptr::copy_nonoverlapping(bytes[SERIAL_HEADER..].as_ptr(), dst, len * 8);
-            if cfg!(target_endian = "big") {
-                for k in State::keys(state) {
-                    *k = u64::from_le(*k);
-                }
-            }
+            let state = state_from_keys(pg_sys::CurrentMemoryContext, v.fraction, v.sum, v.keys);
             pg_sys::Datum::from(state.as_ptr())
         }
     }

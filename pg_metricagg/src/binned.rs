@@ -7,44 +7,52 @@
 //! binning inside the aggregate replaces it with integer comparisons: samples
 //! arrive in time order, so a row almost always belongs to the bin the
 //! previous row used ("sorted-input streaming"); any other row finds its bin
-//! by binary search over the group's sorted bins. Every bin keeps its values
-//! as the same keys `metricagg_stats` keeps, in the aggregate's memory
-//! context, so results are exact and identical to the per-bin aggregate.
+//! by binary search over the group's sorted bins (`metricagg_core::grid`
+//! decides both). Every bin keeps its values as the same keys
+//! `metricagg_stats` keeps, in the aggregate's memory context, so results are
+//! exact and identical to the per-bin aggregate. The serialized state is
+//! `metricagg_core::codec::binned_state`.
 
 use std::ptr::{self, NonNull};
 
-use metricagg_core::bin::{bin, bin_end, Width, DEFAULT_ORIGIN};
+use metricagg_core::bin::{Interval, DEFAULT_ORIGIN};
+use metricagg_core::codec::binned_state::{self, BinnedState};
+use metricagg_core::codec::Writer;
+use metricagg_core::grid::{self, Grid, Slot, Span, Step};
 use metricagg_core::percentile::P80;
 use metricagg_core::stats::summarize;
 use pgrx::pg_sys;
 use pgrx::PgSqlErrorCode;
 
-use crate::agg::{aggregate_context, corrupt, grow, new_state, push, State, MAX_ALLOC_SIZE};
+use crate::agg::{aggregate_context, append, new_state, push, state_from_keys, State};
 use crate::binning::report;
+use crate::bytea::{bytes_of, decode_failed, new_bytea, Carries, Source, MAX_ALLOC_SIZE};
 use crate::fmgr::{arg, pg_v1_function, raise};
 
-/// One bin of a group: [start, end) and its values.
+/// One bin of a group: its span and its values.
+#[repr(C)]
 #[derive(Clone, Copy)]
 struct Bin {
-    start: i64,
-    end: i64,
+    span: Span,
     values: NonNull<State>,
 }
 
-/// The group's state. `bins` is sorted by `start`; `cur` is the bin the last
+impl AsRef<Span> for Bin {
+    fn as_ref(&self) -> &Span {
+        &self.span
+    }
+}
+
+/// The group's state. `bins` is sorted by start; `cur` is the bin the last
 /// row went to.
 pub(crate) struct Binned {
     context: pg_sys::MemoryContext,
-    interval: (i32, i32, i64),
-    width: Width,
-    origin: i64,
+    grid: Grid,
     bins: *mut Bin,
     len: u32,
     cap: u32,
     cur: u32,
 }
-
-const SERIAL_VERSION: u32 = 1;
 
 unsafe fn alloc<T>(context: pg_sys::MemoryContext, count: usize) -> *mut T {
     let bytes = std::mem::size_of::<T>() * count.max(1);
@@ -53,30 +61,97 @@ unsafe fn alloc<T>(context: pg_sys::MemoryContext, count: usize) -> *mut T {
     }
 }
 
+/// The width and origin arguments of a binning aggregate's transition
+/// function: the width at `at`, the origin after it when the SQL function
+/// has one. `what` names the aggregate in errors.
+///
+/// # Safety
+/// `fcinfo` is a call with at least `at + 1` arguments, the width an interval.
+pub(crate) unsafe fn grid_args(
+    fcinfo: pg_sys::FunctionCallInfo,
+    at: usize,
+    what: &str,
+) -> (Interval, i64) {
+    unsafe {
+        let Some(width) = arg(fcinfo, at) else {
+            raise(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                &format!("{what}: width must not be NULL"),
+                None,
+                "Pass a bin width such as '1 minute'.",
+            );
+        };
+        let iv = &*width.cast_mut_ptr::<pg_sys::Interval>();
+        let interval = Interval {
+            months: iv.month,
+            days: iv.day,
+            micros: iv.time,
+        };
+        let origin = if (*fcinfo).nargs as usize > at + 1 {
+            match arg(fcinfo, at + 1) {
+                Some(o) => o.value() as i64,
+                None => report(metricagg_core::bin::BinError::InfiniteOrigin),
+            }
+        } else {
+            DEFAULT_ORIGIN
+        };
+        (interval, origin)
+    }
+}
+
+/// A grid from transition arguments, with `metricagg_bin`'s errors.
+pub(crate) fn grid_of((interval, origin): (Interval, i64)) -> Grid {
+    Grid::new(interval, origin).unwrap_or_else(|e| report(e))
+}
+
+/// Errors unless a row's width and origin are the group's.
+#[inline(always)]
+pub(crate) fn same_grid(grid: &Grid, (interval, origin): (Interval, i64), what: &str) {
+    if grid.interval() != interval || grid.origin() != origin {
+        grid_mismatch(what);
+    }
+}
+
+#[cold]
+fn grid_mismatch(what: &str) -> ! {
+    raise(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        &format!("{what}: width and origin must be the same for every row of a group"),
+        None,
+        "Pass constants, e.g. '1 minute' for the width.",
+    )
+}
+
+/// An empty state with room for `cap` bins.
 pub(crate) unsafe fn new_binned(
     context: pg_sys::MemoryContext,
-    interval: (i32, i32, i64),
-    origin: i64,
+    grid: Grid,
+    cap: usize,
 ) -> NonNull<Binned> {
-    let width =
-        Width::from_interval(interval.0, interval.1, interval.2).unwrap_or_else(|e| report(e));
-    if origin == i64::MIN || origin == i64::MAX {
-        report(metricagg_core::bin::BinError::InfiniteOrigin);
-    }
+    let cap = cap.max(8);
     unsafe {
         let state = alloc::<Binned>(context, 1);
-        let cap = 8;
         state.write(Binned {
             context,
-            interval,
-            width,
-            origin,
+            grid,
             bins: alloc::<Bin>(context, cap),
             len: 0,
-            cap: cap as u32,
+            cap: cap_u32(cap),
             cur: 0,
         });
         NonNull::new(state).expect("palloc does not return NULL")
+    }
+}
+
+fn cap_u32(cap: usize) -> u32 {
+    match u32::try_from(cap) {
+        Ok(c) if cap * std::mem::size_of::<Bin>() <= MAX_ALLOC_SIZE * 4 => c,
+        _ => raise(
+            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            "metricagg_stats_by_bin: too many bins in one group",
+            None,
+            "Use a wider bin, or group by a time range as well.",
+        ),
     }
 }
 
@@ -86,146 +161,138 @@ impl Binned {
         unsafe { std::slice::from_raw_parts(self.bins, self.len as usize) }
     }
 
-    /// Index of the bin starting at `start`, inserting an empty one if needed.
-    unsafe fn bin_index(&mut self, start: i64, end: i64) -> u32 {
-        match self.bins().binary_search_by_key(&start, |b| b.start) {
-            Ok(i) => i as u32,
-            Err(i) => unsafe {
-                if self.len == self.cap {
-                    let cap = (self.cap as usize * 2).max(8);
-                    let bytes = cap * std::mem::size_of::<Bin>();
-                    if bytes > MAX_ALLOC_SIZE * 4 {
-                        raise(
-                            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-                            "metricagg_stats_by_bin: too many bins in one group",
-                            None,
-                            "Use a wider bin, or group by a time range as well.",
-                        );
-                    }
-                    self.bins = pg_sys::repalloc_huge(self.bins.cast(), bytes).cast();
-                    self.cap = cap as u32;
-                }
-                ptr::copy(
-                    self.bins.add(i),
-                    self.bins.add(i + 1),
-                    self.len as usize - i,
-                );
-                self.bins.add(i).write(Bin {
-                    start,
-                    end,
-                    values: new_state(self.context, P80, 0),
-                });
-                self.len += 1;
-                i as u32
-            },
+    /// Inserts `bin` at `i`, moving the later bins up.
+    unsafe fn insert(&mut self, i: usize, bin: Bin) {
+        unsafe {
+            if self.len == self.cap {
+                let cap = self.cap as usize * 2;
+                let cap32 = cap_u32(cap);
+                self.bins =
+                    pg_sys::repalloc_huge(self.bins.cast(), cap * std::mem::size_of::<Bin>())
+                        .cast();
+                self.cap = cap32;
+            }
+            ptr::copy(
+                self.bins.add(i),
+                self.bins.add(i + 1),
+                self.len as usize - i,
+            );
+            self.bins.add(i).write(bin);
+            self.len += 1;
         }
     }
 
-    /// Adds one value at `ts`: to the bin of the previous row when it
-    /// contains `ts` (the common case for time-ordered input), otherwise to
-    /// the bin found, or created, by binary search.
+    /// Adds one value at `ts` to its bin, created if new.
     #[inline(always)]
     pub(crate) unsafe fn add(&mut self, ts: i64, value: f64) {
-        let idx = match self.bins().get(self.cur as usize) {
-            Some(c) if c.start <= ts && ts < c.end => self.cur,
-            _ => {
-                let start = bin(ts, self.width, self.origin).unwrap_or_else(|e| report(e));
-                unsafe { self.bin_index(start, bin_end(start, self.width)) }
-            }
+        let idx = match self.grid.locate(self.bins(), self.cur as usize, ts) {
+            Ok(Slot::Found(i)) => i,
+            Ok(Slot::Missing(i, span)) => unsafe {
+                let values = new_state(self.context, P80, 0);
+                self.insert(i, Bin { span, values });
+                i
+            },
+            Err(e) => report(e),
         };
         unsafe {
-            let slot = &mut *self.bins.add(idx as usize);
+            let slot = &mut *self.bins.add(idx);
             slot.values = push(slot.values, value);
         }
-        self.cur = idx;
+        self.cur = idx as u32;
     }
 
-    /// Appends every bin of `other` (same width and origin) to this state.
-    pub(crate) unsafe fn merge_from(&mut self, other: &Binned) {
-        if self.interval != other.interval || self.origin != other.origin {
-            width_mismatch();
+    /// Merges every bin of `other` (same width and origin) into this state:
+    /// values of bins both have are appended, the others' bins copied in.
+    pub(crate) unsafe fn merge_from(&mut self, other: &Binned, what: &str) {
+        if self.grid != other.grid {
+            grid_mismatch(what);
         }
-        for rb in other.bins() {
-            unsafe {
-                let idx = self.bin_index(rb.start, rb.end);
-                let slot = &mut *self.bins.add(idx as usize);
-                let add = &*rb.values.as_ptr();
-                let have = &*slot.values.as_ptr();
-                if have.cap - have.len < add.len {
-                    slot.values = grow(slot.values, add.len as usize);
+        let (mine, theirs) = (self.bins(), other.bins());
+        let new = grid::merge(mine, theirs)
+            .filter(|s| matches!(s, Step::Right(_)))
+            .count();
+        unsafe {
+            if new == 0 {
+                // Every bin exists here already: append in place.
+                for theirs in theirs {
+                    let i = grid::search(self.bins(), theirs.span.start).expect("a bin both have");
+                    let slot = &mut *self.bins.add(i);
+                    slot.values = copy_values(slot.values, theirs.values);
                 }
-                let dst = State::keys(slot.values)
-                    .as_mut_ptr()
-                    .add((*slot.values.as_ptr()).len as usize);
-                ptr::copy_nonoverlapping(State::keys(rb.values).as_ptr(), dst, add.len as usize);
-                (*slot.values.as_ptr()).len += add.len;
-                (*slot.values.as_ptr()).sum += add.sum;
+                return;
             }
+            let cap = self.len as usize + new;
+            let merged = alloc::<Bin>(self.context, cap);
+            for (k, step) in grid::merge(mine, theirs).enumerate() {
+                let bin = match step {
+                    Step::Left(i) => mine[i],
+                    Step::Right(j) => Bin {
+                        span: theirs[j].span,
+                        values: copy_values(new_state(self.context, P80, 0), theirs[j].values),
+                    },
+                    Step::Both(i, j) => Bin {
+                        span: mine[i].span,
+                        values: copy_values(mine[i].values, theirs[j].values),
+                    },
+                };
+                merged.add(k).write(bin);
+            }
+            pg_sys::pfree(self.bins.cast());
+            self.bins = merged;
+            self.len = cap_u32(cap);
+            self.cap = self.len;
+            self.cur = 0;
         }
+    }
+
+    /// The serialized length of the bins as a `binned_state` body.
+    pub(crate) fn body_len(&self) -> Option<usize> {
+        // SAFETY: every bin's values point to a live state.
+        binned_state::body_len(
+            self.bins()
+                .iter()
+                .map(|b| unsafe { (*b.values.as_ptr()).len } as usize),
+        )
     }
 
     /// Writes the width, origin and every bin with its values.
-    pub(crate) fn serialize_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.interval.0.to_le_bytes());
-        out.extend_from_slice(&self.interval.1.to_le_bytes());
-        out.extend_from_slice(&self.interval.2.to_le_bytes());
-        out.extend_from_slice(&self.origin.to_le_bytes());
-        out.extend_from_slice(&self.len.to_le_bytes());
-        for bin in self.bins() {
+    pub(crate) fn write_body(&self, w: &mut Writer<'_>) {
+        binned_state::write_body_prefix(w, &self.grid, self.len);
+        for b in self.bins() {
             // SAFETY: every bin's values point to a live state.
-            let v = unsafe { &*bin.values.as_ptr() };
-            out.extend_from_slice(&bin.start.to_le_bytes());
-            out.extend_from_slice(&bin.end.to_le_bytes());
-            out.extend_from_slice(&v.len.to_le_bytes());
-            out.extend_from_slice(&v.sum.to_le_bytes());
-            for k in unsafe { State::keys(bin.values) }.iter() {
-                out.extend_from_slice(&k.to_le_bytes());
-            }
+            unsafe {
+                binned_state::write_bin(w, b.span, (*b.values.as_ptr()).sum, State::keys(b.values))
+            };
         }
     }
 
-    /// Reads what `serialize_into` wrote, into a new state in `context`.
-    pub(crate) unsafe fn deserialize_from(
-        r: &mut Reader<'_>,
+    /// A new state in `context` holding a decoded body.
+    pub(crate) unsafe fn from_decoded(
         context: pg_sys::MemoryContext,
+        d: &BinnedState<'_>,
     ) -> NonNull<Binned> {
-        let interval = (
-            i32::from_le_bytes(r.take()),
-            i32::from_le_bytes(r.take()),
-            i64::from_le_bytes(r.take()),
-        );
-        let origin = i64::from_le_bytes(r.take());
-        let nbins = u32::from_le_bytes(r.take());
         unsafe {
-            let state = new_binned(context, interval, origin);
+            let state = new_binned(context, d.grid, d.len());
             let b = &mut *state.as_ptr();
-            for _ in 0..nbins {
-                let start = i64::from_le_bytes(r.take());
-                let end = i64::from_le_bytes(r.take());
-                let len = u32::from_le_bytes(r.take()) as usize;
-                let sum = f64::from_le_bytes(r.take());
-                if r.0.len() < len * 8 {
-                    corrupt("A bin holds fewer values than it claims.");
-                }
-                let idx = b.bin_index(start, end);
-                let slot = &mut *b.bins.add(idx as usize);
-                slot.values = grow(slot.values, len);
-                let keys = std::slice::from_raw_parts_mut(
-                    slot.values
-                        .as_ptr()
-                        .cast::<u8>()
-                        .add(crate::agg::HEADER)
-                        .cast::<u64>(),
-                    len,
-                );
-                for k in keys.iter_mut() {
-                    *k = u64::from_le_bytes(r.take());
-                }
-                (*slot.values.as_ptr()).len = len as u32;
-                (*slot.values.as_ptr()).sum = sum;
+            for (i, bin) in d.bins().enumerate() {
+                let values = state_from_keys(context, P80, bin.sum, bin.keys);
+                b.bins.add(i).write(Bin {
+                    span: bin.span,
+                    values,
+                });
             }
+            b.len = d.len() as u32;
             state
         }
+    }
+
+    /// The number of non-empty bins.
+    pub(crate) fn nonempty(&self) -> usize {
+        // SAFETY: every bin's values point to a live state.
+        self.bins()
+            .iter()
+            .filter(|b| unsafe { (*b.values.as_ptr()).len } > 0)
+            .count()
     }
 
     /// Calls `f(bin start, stats)` for every non-empty bin, in time order.
@@ -235,19 +302,15 @@ impl Binned {
             // SAFETY: every bin's values point to a live state.
             let sum = unsafe { (*bin.values.as_ptr()).sum };
             if let Some(s) = summarize(unsafe { State::keys(bin.values) }, sum) {
-                f(bin.start, s);
+                f(bin.span.start, s);
             }
         }
     }
 }
 
-fn width_mismatch() -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        "metricagg_stats_by_bin: width and origin must be the same for every row of a group",
-        None,
-        "Pass constants, e.g. metricagg_stats_by_bin(ts, value, '1 minute').",
-    )
+/// Appends the values of `from` to `to`.
+unsafe fn copy_values(to: NonNull<State>, from: NonNull<State>) -> NonNull<State> {
+    unsafe { append(to, State::keys(from), (*from.as_ptr()).sum) }
 }
 
 #[inline(always)]
@@ -262,6 +325,8 @@ pub(crate) fn binned_arg(d: Option<pg_sys::Datum>) -> Option<NonNull<Binned>> {
     d.and_then(|d| NonNull::new(d.cast_mut_ptr::<Binned>()))
 }
 
+const WHAT: &str = "metricagg_stats_by_bin";
+
 pg_v1_function! {
     /// `metricagg_by_bin_trans(internal, timestamptz, float8, interval [, timestamptz]) → internal`.
     /// Rows with a NULL timestamp or value are skipped.
@@ -271,33 +336,13 @@ pg_v1_function! {
             let (Some(ts), Some(value)) = (arg(fcinfo, 1), arg(fcinfo, 2)) else {
                 return datum(state, fcinfo);
             };
-            let Some(width) = arg(fcinfo, 3) else {
-                raise(
-                    PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                    "metricagg_stats_by_bin: width must not be NULL",
-                    None,
-                    "Pass a bin width such as '1 minute'.",
-                );
-            };
-            let iv = &*width.cast_mut_ptr::<pg_sys::Interval>();
-            let interval = (iv.month, iv.day, iv.time);
-            let origin = if (*fcinfo).nargs > 4 {
-                match arg(fcinfo, 4) {
-                    Some(o) => o.value() as i64,
-                    None => report(metricagg_core::bin::BinError::InfiniteOrigin),
-                }
-            } else {
-                DEFAULT_ORIGIN
-            };
+            let args = grid_args(fcinfo, 3, WHAT);
             let state = match state {
                 Some(s) => {
-                    let b = &*s.as_ptr();
-                    if b.interval != interval || b.origin != origin {
-                        width_mismatch();
-                    }
+                    same_grid(&(*s.as_ptr()).grid, args, WHAT);
                     s
                 }
-                None => new_binned(aggregate_context(fcinfo), interval, origin),
+                None => new_binned(aggregate_context(fcinfo), grid_of(args), 8),
             };
             (*state.as_ptr()).add(ts.value() as i64, f64::from_bits(value.value() as u64));
             datum(Some(state), fcinfo)
@@ -317,103 +362,45 @@ pg_v1_function! {
             let r = &*right.as_ptr();
             let left = match left {
                 Some(l) => l,
-                None => new_binned(aggregate_context(fcinfo), r.interval, r.origin),
+                None => new_binned(aggregate_context(fcinfo), r.grid, r.len as usize),
             };
-            (*left.as_ptr()).merge_from(r);
+            (*left.as_ptr()).merge_from(r, WHAT);
             datum(Some(left), fcinfo)
         }
     }
 }
 
 pg_v1_function! {
-    /// `metricagg_by_bin_serialize(internal) → bytea`.
+    /// `metricagg_by_bin_serialize(internal) → bytea`: see
+    /// `metricagg_core::codec::binned_state`.
     fn metricagg_by_bin_serialize / pg_finfo_metricagg_by_bin_serialize (fcinfo) {
         unsafe {
             let state = binned_arg(arg(fcinfo, 0)).expect("STRICT: state is not NULL");
             let b = &*state.as_ptr();
-            let mut out = Vec::with_capacity(36 + b.len as usize * 64);
-            out.extend_from_slice(&SERIAL_VERSION.to_le_bytes());
-            b.serialize_into(&mut out);
-            to_bytea(&out, "metricagg_stats_by_bin", Carries::PartialState)
+            let len = b.body_len().and_then(|n| n.checked_add(metricagg_core::codec::HEADER_LEN));
+            let (datum, out) = new_bytea(len, WHAT, Carries::PartialState);
+            let mut w = Writer::new(out);
+            binned_state::write_header(&mut w);
+            b.write_body(&mut w);
+            w.finish();
+            datum
         }
-    }
-}
-
-/// What a bytea made by [`to_bytea`] carries: it decides the error when the
-/// bytes would not fit.
-#[derive(Clone, Copy)]
-pub(crate) enum Carries {
-    /// A partial aggregate state passed between parallel workers.
-    PartialState,
-    /// An aggregate's result.
-    Result,
-}
-
-/// Copies bytes into a new bytea, refusing more than a varlena holds.
-pub(crate) fn to_bytea(out: &[u8], what: &str, carries: Carries) -> pg_sys::Datum {
-    if out.len() + pg_sys::VARHDRSZ > MAX_ALLOC_SIZE {
-        let detail = format!("It takes {} bytes; a bytea holds at most 1 GB.", out.len());
-        let (message, hint) = match carries {
-            Carries::PartialState => (
-                format!("{what}: partial state too large to pass between parallel workers"),
-                "SET max_parallel_workers_per_gather = 0 for this query, or aggregate a narrower time range.",
-            ),
-            Carries::Result => (
-                format!("{what}: result too large for one bytea"),
-                "Aggregate a narrower time range, or group by more columns.",
-            ),
-        };
-        raise(
-            PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            &message,
-            Some(&detail),
-            hint,
-        );
-    }
-    let total = out.len() + pg_sys::VARHDRSZ;
-    // SAFETY: palloc returns `total` writable bytes; the varlena header is set before use.
-    unsafe {
-        let bytea = pg_sys::palloc(total).cast::<pg_sys::varlena>();
-        pgrx::set_varsize_4b(bytea, total as i32);
-        ptr::copy_nonoverlapping(
-            out.as_ptr(),
-            bytea.cast::<u8>().add(pg_sys::VARHDRSZ),
-            out.len(),
-        );
-        pg_sys::Datum::from(bytea)
-    }
-}
-
-/// A little-endian reader over a serialized state.
-pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
-
-impl Reader<'_> {
-    pub(crate) fn take<const N: usize>(&mut self) -> [u8; N] {
-        if self.0.len() < N {
-            corrupt("The state ends early.");
-        }
-        let (head, rest) = self.0.split_at(N);
-        self.0 = rest;
-        head.try_into().expect("N bytes")
     }
 }
 
 pg_v1_function! {
-    /// `metricagg_by_bin_deserialize(bytea, internal) → internal`.
+    /// `metricagg_by_bin_deserialize(bytea, internal) → internal`: checked by
+    /// `metricagg_core::codec::binned_state::decode` before anything is
+    /// allocated.
     fn metricagg_by_bin_deserialize / pg_finfo_metricagg_by_bin_deserialize (fcinfo) {
         unsafe {
-            let datum = arg(fcinfo, 0).expect("STRICT: bytea is not NULL");
-            let bytea = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
-            let mut r = Reader(pgrx::varlena::varlena_to_byte_slice(bytea));
-            if u32::from_le_bytes(r.take()) != SERIAL_VERSION {
-                corrupt("Unknown state version.");
-            }
+            let bytes = bytes_of(arg(fcinfo, 0).expect("STRICT: bytea is not NULL"));
+            let decoded = binned_state::decode(bytes).unwrap_or_else(|e| {
+                decode_failed("metricagg_stats_by_bin: invalid serialized aggregate state", &e, Source::PartialState)
+            });
             // Short-lived, like the plain aggregates' deserialized states:
             // combine copies it into the aggregate context.
-            let state = Binned::deserialize_from(&mut r, pg_sys::CurrentMemoryContext);
-            if !r.0.is_empty() {
-                corrupt("Trailing bytes after the last bin.");
-            }
+            let state = Binned::from_decoded(pg_sys::CurrentMemoryContext, &decoded);
             pg_sys::Datum::from(state.as_ptr())
         }
     }

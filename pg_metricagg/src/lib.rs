@@ -1,15 +1,17 @@
 //! `pg_metricagg`: UTC time binning and exact, parallel-safe percentile
 //! aggregates for server metrics, as a PostgreSQL extension.
 //!
-//! The arithmetic lives in `metricagg-core`; this crate converts datums,
-//! manages PostgreSQL memory, and reports errors. SQL declarations are
-//! hand-written in `sql/metricagg.sql`.
+//! The decisions live in `metricagg-core` (binning, bin lookup and merging,
+//! percentiles, every binary format); this crate converts datums, manages
+//! PostgreSQL memory, and reports errors. SQL declarations are hand-written
+//! in `sql/metricagg.sql`; upgrades in `sql/pg_metricagg--A--B.sql`.
 
 use pgrx::prelude::*;
 
 mod agg;
 mod binned;
 mod binning;
+mod bytea;
 mod fmgr;
 mod pack;
 mod rollup;

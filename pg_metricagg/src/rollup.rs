@@ -5,64 +5,37 @@
 //! spending most of the time in its generic grouping machinery (hashing two
 //! text keys per row through fmgr, collation lookups, `texteq`), far more
 //! than in any aggregate. This aggregate does the grouping itself: the
-//! (server, metric) pair is hashed once per row with a fast
-//! non-cryptographic hash into a small map of series; within a series, rows
-//! arriving in time order land in the bin of the previous row (one integer
-//! comparison). Values are kept exactly as `metricagg_stats` keeps them, in
-//! the aggregate's memory context, so the results are identical to
+//! (server, metric) pair is hashed once per row (`metricagg_core::series`)
+//! into a small map of series; within a series, rows arriving in time order
+//! land in the bin of the previous row (one integer comparison). Values are
+//! kept exactly as `metricagg_stats` keeps them, in the aggregate's memory
+//! context, so the results are identical to
 //! `GROUP BY server_id, metric_type, metricagg_bin(ts, width)` with
 //! `metricagg_stats`. Combine/serialize/deserialize make it parallel safe;
 //! a worker's partial state holds its raw values, so one partial state is
-//! limited to 1 GB (about 100M values).
+//! limited to 1 GB (about 100M values). The serialized state is
+//! `metricagg_core::codec::rollup_state`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ptr::NonNull;
 
+use metricagg_core::codec::rollup_state;
+use metricagg_core::codec::{DecodeError, Writer};
+use metricagg_core::grid::Grid;
+use metricagg_core::series::{cmp_keys, split_key, write_key, FxBuildHasher};
 use pgrx::pg_sys;
-use pgrx::{PgMemoryContexts, PgSqlErrorCode};
+use pgrx::PgMemoryContexts;
 
 use crate::agg::aggregate_context;
 use crate::binned::{
-    form_array, form_row, new_binned, result_type, to_bytea, Binned, Carries, Reader,
+    form_array, form_row, grid_args, grid_of, new_binned, result_type, same_grid, Binned,
 };
-use crate::binning::report;
-use crate::fmgr::{arg, pg_v1_function, raise};
-use metricagg_core::bin::{BinError, DEFAULT_ORIGIN};
+use crate::bytea::{bytes_of, decode_failed, new_bytea, Carries, Source};
+use crate::fmgr::{arg, pg_v1_function};
 
-/// FxHash (rustc's hasher): a multiply-rotate over 8-byte words. Keys are
-/// short server and metric names; this is several times faster than SipHash
-/// and there is no adversary choosing them inside one query.
-#[derive(Default)]
-struct FxHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(SEED);
-        }
-        let mut tail = [0u8; 8];
-        let rest = chunks.remainder();
-        tail[..rest.len()].copy_from_slice(rest);
-        self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(tail) ^ rest.len() as u64)
-            .wrapping_mul(SEED);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// One series: its key (server and metric bytes) and its bins.
+/// One series: its key (see `metricagg_core::series`) and its bins.
 struct Series {
     key: Box<[u8]>,
-    server_len: usize,
     bins: NonNull<Binned>,
 }
 
@@ -71,31 +44,18 @@ struct Series {
 /// in that context itself.
 struct Rollup {
     context: pg_sys::MemoryContext,
-    interval: (i32, i32, i64),
-    origin: i64,
-    index: HashMap<Box<[u8]>, u32, BuildHasherDefault<FxHasher>>,
+    grid: Grid,
+    index: HashMap<Box<[u8]>, u32, FxBuildHasher>,
     series: Vec<Series>,
     scratch: Vec<u8>,
 }
 
-const SERIAL_VERSION: u32 = 1;
+const WHAT: &str = "metricagg_rollup";
 
-unsafe fn new_rollup(
-    context: pg_sys::MemoryContext,
-    interval: (i32, i32, i64),
-    origin: i64,
-) -> NonNull<Rollup> {
-    // Validate the width once, with the same errors as metricagg_bin.
-    if let Err(e) = metricagg_core::bin::Width::from_interval(interval.0, interval.1, interval.2) {
-        report(e);
-    }
-    if origin == i64::MIN || origin == i64::MAX {
-        report(BinError::InfiniteOrigin);
-    }
+unsafe fn new_rollup(context: pg_sys::MemoryContext, grid: Grid) -> NonNull<Rollup> {
     let rollup = Rollup {
         context,
-        interval,
-        origin,
+        grid,
         index: HashMap::default(),
         series: Vec::new(),
         scratch: Vec::with_capacity(64),
@@ -106,28 +66,19 @@ unsafe fn new_rollup(
 
 impl Rollup {
     /// The bins of the series whose key is in `self.scratch`, created if new.
-    unsafe fn series_for_scratch(&mut self, server_len: usize) -> NonNull<Binned> {
+    unsafe fn series_for_scratch(&mut self) -> NonNull<Binned> {
         if let Some(&i) = self.index.get(&self.scratch[..]) {
             return self.series[i as usize].bins;
         }
-        let bins = unsafe { new_binned(self.context, self.interval, self.origin) };
-        let key: Box<[u8]> = self.scratch.as_slice().into();
-        self.index.insert(key.clone(), self.series.len() as u32);
-        self.series.push(Series {
-            key,
-            server_len,
-            bins,
-        });
+        let bins = unsafe { new_binned(self.context, self.grid, 8) };
+        self.push(self.scratch.as_slice().into(), bins);
         bins
     }
 
-    fn set_scratch(&mut self, server: &[u8], metric: &[u8]) {
-        self.scratch.clear();
-        self.scratch.extend_from_slice(server);
-        self.scratch.extend_from_slice(metric);
-        // The split point is part of the key: ("ab", "c") ≠ ("a", "bc").
-        self.scratch
-            .extend_from_slice(&(server.len() as u32).to_le_bytes());
+    fn push(&mut self, key: Box<[u8]>, bins: NonNull<Binned>) {
+        let previous = self.index.insert(key.clone(), self.series.len() as u32);
+        debug_assert!(previous.is_none(), "a series is added once");
+        self.series.push(Series { key, bins });
     }
 }
 
@@ -154,15 +105,6 @@ fn datum(state: Option<NonNull<Rollup>>, fcinfo: pg_sys::FunctionCallInfo) -> pg
     }
 }
 
-fn width_mismatch() -> ! {
-    raise(
-        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-        "metricagg_rollup: width and origin must be the same for every row",
-        None,
-        "Pass constants, e.g. metricagg_rollup(server_id, metric_type, ts, value, '1 minute').",
-    )
-}
-
 pg_v1_function! {
     /// `metricagg_rollup_trans(internal, text, text, timestamptz, float8, interval [, timestamptz]) → internal`.
     /// Rows with a NULL server, metric, timestamp or value are skipped.
@@ -174,35 +116,17 @@ pg_v1_function! {
             else {
                 return datum(state, fcinfo);
             };
-            let Some(width) = arg(fcinfo, 5) else {
-                raise(
-                    PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                    "metricagg_rollup: width must not be NULL",
-                    None,
-                    "Pass a bin width such as '1 minute'.",
-                );
-            };
-            let iv = &*width.cast_mut_ptr::<pg_sys::Interval>();
-            let interval = (iv.month, iv.day, iv.time);
-            let origin = if (*fcinfo).nargs > 6 {
-                arg(fcinfo, 6).map(|o| o.value() as i64).unwrap_or_else(|| report(BinError::InfiniteOrigin))
-            } else {
-                DEFAULT_ORIGIN
-            };
+            let args = grid_args(fcinfo, 5, WHAT);
             let state = match state {
                 Some(s) => {
-                    let r = &*s.as_ptr();
-                    if r.interval != interval || r.origin != origin {
-                        width_mismatch();
-                    }
+                    same_grid(&(*s.as_ptr()).grid, args, WHAT);
                     s
                 }
-                None => new_rollup(aggregate_context(fcinfo), interval, origin),
+                None => new_rollup(aggregate_context(fcinfo), grid_of(args)),
             };
             let r = &mut *state.as_ptr();
-            let server = text_bytes(server);
-            r.set_scratch(server, text_bytes(metric));
-            let bins = r.series_for_scratch(server.len());
+            write_key(&mut r.scratch, text_bytes(server), text_bytes(metric));
+            let bins = r.series_for_scratch();
             (*bins.as_ptr()).add(ts.value() as i64, f64::from_bits(value.value() as u64));
             datum(Some(state), fcinfo)
         }
@@ -220,17 +144,14 @@ pg_v1_function! {
             let rr = &*right.as_ptr();
             let left = match left {
                 Some(l) => l,
-                None => new_rollup(aggregate_context(fcinfo), rr.interval, rr.origin),
+                None => new_rollup(aggregate_context(fcinfo), rr.grid),
             };
             let l = &mut *left.as_ptr();
-            if l.interval != rr.interval || l.origin != rr.origin {
-                width_mismatch();
-            }
             for s in &rr.series {
                 l.scratch.clear();
                 l.scratch.extend_from_slice(&s.key);
-                let bins = l.series_for_scratch(s.server_len);
-                (*bins.as_ptr()).merge_from(&*s.bins.as_ptr());
+                let bins = l.series_for_scratch();
+                (*bins.as_ptr()).merge_from(&*s.bins.as_ptr(), WHAT);
             }
             datum(Some(left), fcinfo)
         }
@@ -238,60 +159,63 @@ pg_v1_function! {
 }
 
 pg_v1_function! {
-    /// `metricagg_rollup_serialize(internal) → bytea`.
+    /// `metricagg_rollup_serialize(internal) → bytea`: see
+    /// `metricagg_core::codec::rollup_state`. The length is computed and
+    /// checked before anything is allocated.
     fn metricagg_rollup_serialize / pg_finfo_metricagg_rollup_serialize (fcinfo) {
         unsafe {
             let state = rollup_arg(arg(fcinfo, 0)).expect("STRICT: state is not NULL");
             let r = &*state.as_ptr();
-            let mut out = Vec::new();
-            out.extend_from_slice(&SERIAL_VERSION.to_le_bytes());
-            out.extend_from_slice(&r.interval.0.to_le_bytes());
-            out.extend_from_slice(&r.interval.1.to_le_bytes());
-            out.extend_from_slice(&r.interval.2.to_le_bytes());
-            out.extend_from_slice(&r.origin.to_le_bytes());
-            out.extend_from_slice(&(r.series.len() as u32).to_le_bytes());
+            let len = r.series.iter().try_fold(rollup_state::PREFIX_LEN, |len, s| {
+                let body = (*s.bins.as_ptr()).body_len()?;
+                len.checked_add(rollup_state::series_len(s.key.len(), body)?)
+            });
+            let (datum, out) = new_bytea(len, WHAT, Carries::PartialState);
+            let mut w = Writer::new(out);
+            rollup_state::write_prefix(&mut w, &r.grid, r.series.len() as u32);
             for s in &r.series {
-                out.extend_from_slice(&(s.key.len() as u32).to_le_bytes());
-                out.extend_from_slice(&(s.server_len as u32).to_le_bytes());
-                out.extend_from_slice(&s.key);
-                (*s.bins.as_ptr()).serialize_into(&mut out);
+                rollup_state::write_series_key(&mut w, &s.key);
+                (*s.bins.as_ptr()).write_body(&mut w);
             }
-            to_bytea(&out, "metricagg_rollup", Carries::PartialState)
+            w.finish();
+            datum
         }
     }
 }
 
+fn invalid_state(e: DecodeError) -> ! {
+    decode_failed(
+        "metricagg_rollup: invalid serialized aggregate state",
+        &e,
+        Source::PartialState,
+    )
+}
+
+/// Is `bytes` valid text in the database's encoding (no NUL either)?
+fn valid_text(bytes: &[u8]) -> bool {
+    let Ok(len) = i32::try_from(bytes.len()) else {
+        return false;
+    };
+    // SAFETY: pg_verifymbstr reads `len` bytes and, with noError, only reports.
+    unsafe { pg_sys::pg_verifymbstr(bytes.as_ptr().cast(), len, true) }
+}
+
 pg_v1_function! {
-    /// `metricagg_rollup_deserialize(bytea, internal) → internal`.
+    /// `metricagg_rollup_deserialize(bytea, internal) → internal`: checked by
+    /// `metricagg_core::codec::rollup_state::decode` (and the names against
+    /// the database encoding) before anything is allocated.
     fn metricagg_rollup_deserialize / pg_finfo_metricagg_rollup_deserialize (fcinfo) {
         unsafe {
-            let datum = arg(fcinfo, 0).expect("STRICT: bytea is not NULL");
-            let bytea = pg_sys::pg_detoast_datum(datum.cast_mut_ptr());
-            let mut rd = Reader(pgrx::varlena::varlena_to_byte_slice(bytea));
-            if u32::from_le_bytes(rd.take()) != SERIAL_VERSION {
-                crate::agg::corrupt("Unknown state version.");
+            let bytes = bytes_of(arg(fcinfo, 0).expect("STRICT: bytea is not NULL"));
+            let decoded = rollup_state::decode(bytes).unwrap_or_else(|e| invalid_state(e));
+            if let Some(index) = decoded.series().position(|s| !valid_text(s.server) || !valid_text(s.metric)) {
+                invalid_state(DecodeError::SeriesKey { index });
             }
-            let interval = (i32::from_le_bytes(rd.take()), i32::from_le_bytes(rd.take()), i64::from_le_bytes(rd.take()));
-            let origin = i64::from_le_bytes(rd.take());
-            let n = u32::from_le_bytes(rd.take());
             let context = pg_sys::CurrentMemoryContext;
-            let state = new_rollup(context, interval, origin);
+            let state = new_rollup(context, decoded.grid);
             let r = &mut *state.as_ptr();
-            for _ in 0..n {
-                let key_len = u32::from_le_bytes(rd.take()) as usize;
-                let server_len = u32::from_le_bytes(rd.take()) as usize;
-                if rd.0.len() < key_len {
-                    crate::agg::corrupt("A series key is cut short.");
-                }
-                let (key, rest) = rd.0.split_at(key_len);
-                rd.0 = rest;
-                let bins = Binned::deserialize_from(&mut rd, context);
-                let key: Box<[u8]> = key.into();
-                r.index.insert(key.clone(), r.series.len() as u32);
-                r.series.push(Series { key, server_len, bins });
-            }
-            if !rd.0.is_empty() {
-                crate::agg::corrupt("Trailing bytes after the last series.");
+            for s in decoded.series() {
+                r.push(s.key.into(), Binned::from_decoded(context, &s.bins));
             }
             pg_sys::Datum::from(state.as_ptr())
         }
@@ -309,14 +233,10 @@ pg_v1_function! {
             let rt = result_type(fcinfo);
             let r = &*state.as_ptr();
             let mut order: Vec<&Series> = r.series.iter().collect();
-            order.sort_unstable_by(|a, b| {
-                let (sa, ma) = a.key[..a.key.len() - 4].split_at(a.server_len);
-                let (sb, mb) = b.key[..b.key.len() - 4].split_at(b.server_len);
-                (sa, ma).cmp(&(sb, mb))
-            });
+            order.sort_unstable_by(|a, b| cmp_keys(&a.key, &b.key));
             let mut elements = Vec::new();
             for s in order {
-                let (server, metric) = s.key[..s.key.len() - 4].split_at(s.server_len);
+                let (server, metric) = split_key(&s.key).expect("a series key");
                 let server = pg_sys::cstring_to_text_with_len(server.as_ptr().cast(), server.len() as i32);
                 let metric = pg_sys::cstring_to_text_with_len(metric.as_ptr().cast(), metric.len() as i32);
                 (*s.bins.as_ptr()).for_each_stats(|start, st| {

@@ -9,6 +9,10 @@ use pgrx::prelude::*;
 
 #[pg_schema]
 mod tests {
+    use metricagg_core::codec::{
+        binned_state, pack_bins, rollup_state, stats_packed, values_state,
+    };
+    use metricagg_core::testing;
     use pgrx::prelude::*;
 
     type TestResult = Result<(), pgrx::spi::Error>;
@@ -51,17 +55,19 @@ mod tests {
         Ok(text(&format!("SELECT pg_temp.plan_of('{q}')"))?.unwrap_or_default())
     }
 
-    /// `SQLSTATE: message | hint` of the error `query` raises, or "no error".
+    /// `SQLSTATE: message | hint | detail` of the error `query` raises, or
+    /// "no error".
     fn error_of(query: &str) -> Result<String, pgrx::spi::Error> {
         Spi::run(
             "CREATE OR REPLACE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $f$
-             DECLARE st text; msg text; hint text;
+             DECLARE st text; msg text; hint text; detail text;
              BEGIN
                EXECUTE q;
                RETURN 'no error';
              EXCEPTION WHEN OTHERS THEN
-               GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
-               RETURN st || ': ' || msg || ' | ' || hint;
+               GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT,
+                                       detail = PG_EXCEPTION_DETAIL;
+               RETURN st || ': ' || msg || ' | ' || hint || ' | ' || detail;
              END $f$",
         )?;
         let quoted = query.replace('\'', "''");
@@ -746,23 +752,20 @@ mod tests {
         assert_errors(cases)
     }
 
-    /// Decodes a `metricagg_pack_bins` result into (ts µs, count, and the
-    /// bits of avg, min, max).
+    /// Decodes a `metricagg_pack_bins` result, through the core's decoder
+    /// (the one insights-api uses), into (ts µs, count, and the bits of avg,
+    /// min, max).
     fn unpack(bytes: &[u8]) -> Vec<(i64, i64, u64, u64, u64)> {
-        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        let long = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        assert_eq!(word(0), 1, "version");
-        let n = word(4) as usize;
-        assert_eq!(bytes.len(), 8 + 40 * n, "length for {n} records");
-        (0..n)
-            .map(|i| {
-                let at = 8 + 40 * i;
+        pack_bins::decode(bytes)
+            .expect("metricagg_pack_bins returns a valid value")
+            .iter()
+            .map(|r| {
                 (
-                    long(at) as i64,
-                    long(at + 8) as i64,
-                    long(at + 16),
-                    long(at + 24),
-                    long(at + 32),
+                    r.ts,
+                    r.count,
+                    r.avg.to_bits(),
+                    r.min.to_bits(),
+                    r.max.to_bits(),
                 )
             })
             .collect()
@@ -902,6 +905,333 @@ mod tests {
             )?,
             2
         );
+        // What \dx shows: the control file's description.
+        assert_eq!(
+            text("SELECT obj_description(oid, 'pg_extension') FROM pg_extension WHERE extname = 'pg_metricagg'")?
+                .as_deref(),
+            Some("UTC time binning and exact, parallel-safe percentile aggregates for server metrics")
+        );
+        Ok(())
+    }
+
+    /// Feeds `bytes` to the deserial function of `kind` (values, binned,
+    /// rollup) as an aggregate would, uses the state (the percentile of the
+    /// values, the packed bins of binned states) and serializes it again.
+    /// Calls go through `DirectFunctionCall`, so an error raised inside is a
+    /// PostgreSQL error here too.
+    #[pg_extern]
+    fn reserialize(kind: &str, bytes: &[u8]) -> Vec<u8> {
+        use crate::{agg, binned, pack, rollup};
+        use pgrx::pg_sys::{Datum, DirectFunctionCall1Coll, DirectFunctionCall2Coll, InvalidOid};
+        type F = unsafe extern "C-unwind" fn(pg_sys::FunctionCallInfo) -> Datum;
+        let (deserialize, serialize, then): (F, F, Option<F>) = match kind {
+            "values" => (
+                agg::metricagg_values_deserialize,
+                agg::metricagg_values_serialize,
+                values_state::decode(bytes)
+                    .is_ok_and(|v| !v.keys.is_empty())
+                    .then_some(agg::metricagg_percentile_final as F),
+            ),
+            "binned" => (
+                binned::metricagg_by_bin_deserialize,
+                binned::metricagg_by_bin_serialize,
+                Some(pack::metricagg_by_bin_packed_final as F),
+            ),
+            "rollup" => (
+                rollup::metricagg_rollup_deserialize,
+                rollup::metricagg_rollup_serialize,
+                None,
+            ),
+            other => panic!("no state kind {other}"),
+        };
+        let input = bytes.into_datum().expect("bytea");
+        // SAFETY: each function gets the arguments its SQL declaration has;
+        // the internal argument of a deserial function is unused.
+        unsafe {
+            let state =
+                DirectFunctionCall2Coll(Some(deserialize), InvalidOid, input, Datum::from(0usize));
+            let out = DirectFunctionCall1Coll(Some(serialize), InvalidOid, state);
+            let out = Vec::<u8>::from_datum(out, false).expect("bytea");
+            // After serializing: the final functions reorder a bin's values.
+            if let Some(then) = then {
+                let result = DirectFunctionCall1Coll(Some(then), InvalidOid, state);
+                if kind == "binned" {
+                    let packed = Vec::<u8>::from_datum(result, false).expect("bytea");
+                    stats_packed::decode(&packed).expect("packed bins of a decoded state decode");
+                }
+            }
+            out
+        }
+    }
+
+    /// Random bytes, and every prefix, one-bit change and one-byte extension
+    /// of valid values, into every function that takes a packed or
+    /// serialized value: each answers with an ERROR (the right SQLSTATE, a
+    /// hint) or a valid value, never a crash. Whatever a deserial function
+    /// accepts serializes back to the same bytes; what metricagg_unpack_stats
+    /// accepts has counts >= 1 and finite timestamps in order.
+    #[pg_test]
+    fn crafted_packed_and_serialized_values_are_refused_cleanly() -> TestResult {
+        let mut rng = testing::SplitMix64::new(0x5eed_f022);
+        let mut inputs: Vec<(&str, Vec<u8>, &str)> = Vec::new();
+        let mut add = |kind: &'static str, valid: Vec<u8>, rng: &mut testing::SplitMix64| {
+            let m = testing::mutants(rng, &valid, 24);
+            inputs.extend(m.prefixes.into_iter().map(|b| (kind, b, "error")));
+            inputs.extend(m.flipped.into_iter().map(|b| (kind, b, "any")));
+            inputs.push((kind, m.longer, "error"));
+            inputs.push((kind, valid, "ok"));
+        };
+        for i in 0..6 {
+            let keys = testing::random_keys(&mut rng, i);
+            add(
+                "values",
+                values_state::encode_to_vec(0.8, 1.5, &keys),
+                &mut rng,
+            );
+            let grid = testing::random_grid(&mut rng);
+            let bins = testing::random_bins(&mut rng, &grid, i % 3 + 1);
+            add(
+                "binned",
+                binned_state::encode_to_vec(&grid, &bins),
+                &mut rng,
+            );
+            let series = testing::random_series(&mut rng, &grid, i % 3);
+            add(
+                "rollup",
+                rollup_state::encode_to_vec(&grid, &series),
+                &mut rng,
+            );
+            let stats = testing::random_stats_bins(&mut rng, i % 4);
+            add(
+                "unpack",
+                stats_packed::encode_to_vec(&stats).expect("valid bins"),
+                &mut rng,
+            );
+        }
+        for kind in ["values", "binned", "rollup", "unpack"] {
+            for _ in 0..150 {
+                let n = (rng.next_u64() % 120) as usize;
+                inputs.push((kind, testing::random_bytes(&mut rng, n), "any"));
+            }
+        }
+        Spi::run(
+            "CREATE TEMP TABLE fuzz_in (id int PRIMARY KEY, kind text, input bytea, expect text);
+             CREATE TEMP TABLE fuzz_out (id int, output bytea, st text, msg text, hint text);
+             CREATE TEMP TABLE fuzz_rows (id int, o bigint, ts timestamptz, count bigint);",
+        )?;
+        for (id, (kind, bytes, expect)) in inputs.iter().enumerate() {
+            Spi::run_with_args(
+                "INSERT INTO fuzz_in VALUES ($1, $2, $3, $4)",
+                &[
+                    (id as i32).into(),
+                    (*kind).into(),
+                    bytes.as_slice().into(),
+                    (*expect).into(),
+                ],
+            )?;
+        }
+        Spi::run(
+            "DO $$
+             DECLARE r record; res bytea; st text; msg text; hint text;
+             BEGIN
+               FOR r IN SELECT * FROM fuzz_in ORDER BY id LOOP
+                 BEGIN
+                   IF r.kind = 'unpack' THEN
+                     INSERT INTO fuzz_rows SELECT r.id, u.o, u.ts, u.count
+                       FROM metricagg_unpack_stats(r.input) WITH ORDINALITY u(ts, count, a, mn, mx, p, o);
+                     res := r.input;
+                   ELSE
+                     res := tests.reserialize(r.kind, r.input);
+                   END IF;
+                   INSERT INTO fuzz_out VALUES (r.id, res, NULL, NULL, NULL);
+                 EXCEPTION WHEN OTHERS THEN
+                   GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+                   INSERT INTO fuzz_out VALUES (r.id, NULL, st, msg, hint);
+                 END;
+               END LOOP;
+             END $$",
+        )?;
+        assert_eq!(count("SELECT count(*) FROM fuzz_out")?, inputs.len() as i64);
+        assert_no_rows(
+            "errors that are not clean refusals",
+            "SELECT i.kind, o.st, o.msg, o.hint FROM fuzz_in i JOIN fuzz_out o USING (id)
+             WHERE o.st IS NOT NULL
+               AND (o.st NOT IN ('XX001', '22P03') OR coalesce(o.hint, '') = ''
+                    OR o.msg NOT IN ('pg_metricagg: invalid serialized aggregate state',
+                                     'metricagg_stats_by_bin: invalid serialized aggregate state',
+                                     'metricagg_rollup: invalid serialized aggregate state',
+                                     'metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value'))",
+        )?;
+        assert_no_rows(
+            "valid values refused, or prefixes and extensions accepted",
+            "SELECT i.kind, i.expect, o.msg FROM fuzz_in i JOIN fuzz_out o USING (id)
+             WHERE (i.expect = 'ok' AND o.st IS NOT NULL) OR (i.expect = 'error' AND o.st IS NULL)",
+        )?;
+        assert_no_rows(
+            "accepted states that do not serialize back to their bytes",
+            "SELECT i.kind, i.input, o.output FROM fuzz_in i JOIN fuzz_out o USING (id)
+             WHERE o.st IS NULL AND o.output IS DISTINCT FROM i.input",
+        )?;
+        assert_no_rows(
+            "unpacked rows that a valid value cannot hold",
+            "SELECT * FROM (SELECT id, ts, count, lag(ts) OVER (PARTITION BY id ORDER BY o) AS prev FROM fuzz_rows) r
+             WHERE count < 1 OR NOT isfinite(ts) OR prev >= ts",
+        )?;
+        // The test can fail: both outcomes occur for the bit flips.
+        for (kind, min_refused) in [
+            ("values", 20),
+            ("binned", 20),
+            ("rollup", 20),
+            ("unpack", 20),
+        ] {
+            let refused = count(&format!(
+                "SELECT count(*) FROM fuzz_in JOIN fuzz_out USING (id) WHERE kind = '{kind}' AND expect = 'any' AND st IS NOT NULL"
+            ))?;
+            let accepted = count(&format!(
+                "SELECT count(*) FROM fuzz_in JOIN fuzz_out USING (id) WHERE kind = '{kind}' AND expect = 'any' AND st IS NULL"
+            ))?;
+            assert!(
+                refused >= min_refused && accepted >= 1,
+                "{kind}: {refused} refused, {accepted} accepted"
+            );
+        }
+        Ok(())
+    }
+
+    /// Real packed values, cut and altered: refused with the version, the
+    /// byte count or the faulty item in the DETAIL.
+    #[pg_test]
+    fn unpack_stats_says_what_is_wrong() -> TestResult {
+        let mut bins = stats_packed::encode_to_vec(&[]).expect("empty");
+        bins[0] = 2;
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let v2 = format!("SELECT * FROM metricagg_unpack_stats('\\x{}')", hex(&bins));
+        let got = error_of(&v2)?;
+        assert!(
+            got.contains("The value is version 2 of the format; pg_metricagg ")
+                && got.contains(" reads version 1.")
+                && got.contains("install the same pg_metricagg on every server"),
+            "{got}"
+        );
+        // A timestamp that would wrap when turned back into a timestamptz.
+        let mut wrap = stats_packed::encode_to_vec(&[(
+            0,
+            metricagg_core::stats::Stats {
+                count: 1,
+                avg: 1.0,
+                min: 1.0,
+                max: 1.0,
+                p80: 1.0,
+            },
+        )])
+        .expect("one bin");
+        wrap[8..16].copy_from_slice(&i64::MIN.to_le_bytes());
+        let got = error_of(&format!(
+            "SELECT * FROM metricagg_unpack_stats('\\x{}')",
+            hex(&wrap)
+        ))?;
+        assert!(got.starts_with("22P03: metricagg_unpack_stats: not a metricagg_stats_by_bin_packed value | Pass the bytea that metricagg_stats_by_bin_packed returned, unchanged. | Item 0 has the timestamp"), "{got}");
+        // A negative count, in a value that is otherwise real.
+        let real = Spi::get_one::<Vec<u8>>(
+            "SELECT metricagg_stats_by_bin_packed(t, 1, '1 minute')
+               FROM generate_series(timestamptz '2025-01-01', '2025-01-01 00:05', '1 second') t",
+        )?
+        .expect("a packed value");
+        assert_eq!(stats_packed::decode(&real).expect("valid").len(), 5 + 1);
+        let mut neg = real.clone();
+        neg[16..24].copy_from_slice(&(-3i64).to_le_bytes());
+        let got = error_of(&format!(
+            "SELECT * FROM metricagg_unpack_stats('\\x{}')",
+            hex(&neg)
+        ))?;
+        assert!(
+            got.ends_with("| Item 0 has the impossible count -3."),
+            "{got}"
+        );
+        let got = error_of(&format!(
+            "SELECT * FROM metricagg_unpack_stats('\\x{}')",
+            hex(&real[..real.len() - 1])
+        ))?;
+        assert!(
+            got.ends_with(&format!(
+                "| The value has {} bytes; its header says {}.",
+                real.len() - 1,
+                real.len()
+            )),
+            "{got}"
+        );
+        Ok(())
+    }
+
+    #[pg_test]
+    fn packing_refuses_what_the_formats_cannot_hold() -> TestResult {
+        let cases: &[(&str, &str)] = &[
+            ("SELECT metricagg_pack_bins(now(), -1, 1, 1, 1)", "22003: metricagg_pack_bins: count -1 is negative | Bins count their samples"),
+            ("SELECT metricagg_pack_bins('294270-01-01 00:00+00', 1, 1, 1, 1)", "22003: metricagg_pack_bins: a timestamp after 294246 AD does not fit the format's microseconds since 1970 | Filter out timestamps after 294246 AD"),
+            ("SELECT metricagg_stats_by_bin_packed('294270-01-01 00:00+00', 1, '1 minute')", "22003: metricagg_stats_by_bin_packed: a timestamp after 294246 AD"),
+        ];
+        assert_errors(cases)?;
+        // Both infinities still pack (as the extremes of the format).
+        assert_eq!(
+            count("SELECT length(metricagg_pack_bins(t, 1, 1, 1, 1)) FROM (VALUES ('infinity'::timestamptz), ('-infinity')) v(t)")?,
+            8 + 2 * 40
+        );
+        Ok(())
+    }
+
+    /// The packed functions are plumbing between the pipeline's roles:
+    /// EXECUTE is revoked from PUBLIC and granted per role; everything else
+    /// stays callable by anyone.
+    #[pg_test]
+    fn packed_functions_need_a_grant() -> TestResult {
+        Spi::run(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'metricagg_test_nobody') THEN
+                 CREATE ROLE metricagg_test_nobody;
+               END IF;
+             END $$;
+             SET LOCAL TimeZone = 'UTC';
+             SET LOCAL ROLE metricagg_test_nobody;",
+        )?;
+        let denied: &[(&str, &str)] = &[
+            (
+                "SELECT * FROM metricagg_unpack_stats('\\x0100000000000000')",
+                "42501: permission denied for function metricagg_unpack_stats",
+            ),
+            (
+                "SELECT metricagg_pack_bins(now(), 1, 1, 1, 1)",
+                "42501: permission denied for aggregate metricagg_pack_bins",
+            ),
+            (
+                "SELECT metricagg_stats_by_bin_packed(now(), 1, '1 minute')",
+                "42501: permission denied for aggregate metricagg_stats_by_bin_packed",
+            ),
+            (
+                "SELECT metricagg_stats_by_bin_packed(now(), 1, '1 minute', now())",
+                "42501: permission denied for aggregate metricagg_stats_by_bin_packed",
+            ),
+        ];
+        assert_errors(denied)?;
+        assert_eq!(
+            text("SELECT (p80(v), metricagg_percentile(v, 0.5), (metricagg_stats(v)).count, metricagg_bin('2025-01-01 00:00:30+00'::timestamptz, '1 minute'),
+                          cardinality(metricagg_stats_by_bin(now(), v, '1 minute')), cardinality(metricagg_rollup('s', 'm', now(), v, '1 minute')))::text
+                   FROM (VALUES (1.0::float8)) t(v)")?
+                .map(|t| t.replace("+00", "")),
+            Some("(1,1,1,\"2025-01-01 00:00:00\",1,1)".to_string())
+        );
+        Spi::run(
+            "RESET ROLE;
+             GRANT EXECUTE ON FUNCTION metricagg_unpack_stats(bytea) TO metricagg_test_nobody;
+             SET LOCAL ROLE metricagg_test_nobody;",
+        )?;
+        assert_eq!(
+            count("SELECT count(*) FROM metricagg_unpack_stats('\\x0100000000000000')")?,
+            0
+        );
+        Spi::run(
+            "RESET ROLE;
+             REVOKE EXECUTE ON FUNCTION metricagg_unpack_stats(bytea) FROM metricagg_test_nobody;",
+        )?;
         Ok(())
     }
 }

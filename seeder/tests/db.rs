@@ -577,3 +577,68 @@ async fn database_down_or_wrong_password_fails_clearly() {
     );
     assert!(!err.contains(secret));
 }
+
+/// Two seeders of the same servers and range started at the same moment:
+/// exactly one loads, the other is refused (exit 3) before writing anything,
+/// so no sample is doubled — and the day's partition, created by whichever
+/// comes first, never fails the other.
+#[tokio::test]
+async fn two_seeders_of_the_same_range_at_once_never_double() {
+    let db = TestDb::new("concurrent").await;
+    for round in 0..3 {
+        let start = format!("2025-11-{:02}T00:00:00Z", 15 + round);
+        let args = [
+            "--servers",
+            "4",
+            "--start",
+            start.as_str(),
+            "--duration",
+            "20m",
+            "--anomaly-rate",
+            "0",
+            "-q",
+        ];
+        let a = db
+            .seeder(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let b = db
+            .seeder(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let mut codes = [a.status.code(), b.status.code()];
+        codes.sort();
+        assert_eq!(
+            codes,
+            [Some(0), Some(3)],
+            "round {round}: one loads, one is refused:\n{}\n{}",
+            text(&a.stderr),
+            text(&b.stderr)
+        );
+        let refused = if a.status.code() == Some(3) { &a } else { &b };
+        let err = text(&refused.stderr);
+        assert!(
+            err.contains("another load") || err.contains("already exist"),
+            "round {round}: {err}"
+        );
+        assert_eq!(
+            db.count(&format!(
+                "SELECT count(*) FROM metricagg.samples WHERE ts >= '{start}' AND ts < '{start}'::timestamptz + interval '20 minutes'"
+            ))
+            .await,
+            4 * 4 * 1200,
+            "round {round}: rows doubled or missing"
+        );
+    }
+    assert_eq!(
+        db.count("SELECT count(DISTINCT (server_id, metric_type, ts)) FROM metricagg.samples")
+            .await,
+        db.count("SELECT count(*) FROM metricagg.samples").await
+    );
+    db.drop_db().await;
+}

@@ -610,6 +610,11 @@ GRANT USAGE ON SCHEMA metricagg TO metricagg_api;
 GRANT SELECT ON metricagg.bins, metricagg.bins_version, metricagg.job_health TO metricagg_api;
 GRANT SELECT (widths) ON metricagg.job_config TO metricagg_api;
 GRANT EXECUTE ON FUNCTION metricagg.bins_engine(), metricagg.bins_storage() TO metricagg_api;
+-- pg_metricagg keeps its packed-format functions from PUBLIC: the job unpacks
+-- what the raw side packed, insights-api reads series packed.
+GRANT EXECUTE ON FUNCTION public.metricagg_unpack_stats(bytea) TO metricagg_job;
+GRANT EXECUTE ON FUNCTION public.metricagg_pack_bins(timestamptz, bigint, double precision, double precision, double precision)
+    TO metricagg_api;
 GRANT SELECT ON metricagg.schema_version TO metricagg_job, metricagg_api;
 DO $do$
 BEGIN

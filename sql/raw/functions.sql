@@ -60,6 +60,7 @@ BEGIN
         RAISE EXCEPTION 'metricagg.samples: (server_id %, metric_type %) is not a valid pair of names (row ts %, value %)',
                         quote_literal(r.server_id), quote_literal(r.metric_type), r.ts, r.value
             USING ERRCODE = 'check_violation',
+                  DETAIL = 'Server and metric names are 1 to 128 characters of A-Z, a-z, 0-9, ".", "_" and "-".',
                   HINT = 'Server and metric names are 1 to 128 characters of A-Z, a-z, 0-9, ".", "_" and "-".';
     END IF;
     IF bad_time THEN
@@ -67,6 +68,7 @@ BEGIN
         RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %, value %) is outside the accepted window [%, %)',
                         r.ts, quote_literal(r.server_id), quote_literal(r.metric_type), r.value, lo_bound, hi_bound
             USING ERRCODE = 'check_violation',
+                  DETAIL = 'The window is metricagg.ingest_config (min_ts, now() + future_margin).',
                   HINT = 'Check the sending agent''s clock. The window is metricagg.ingest_config (min_ts, now() + future_margin).';
     END IF;
     IF in_retired THEN
@@ -76,6 +78,7 @@ BEGIN
             RAISE EXCEPTION 'metricagg.samples: ts % of (server_id %, metric_type %) falls in a day whose raw samples retention already dropped',
                             r.ts, quote_literal(r.server_id), quote_literal(r.metric_type)
                 USING ERRCODE = 'check_violation',
+                      DETAIL = 'Its bins were computed from the complete day; recomputing them from this sample alone would lose data.',
                       HINT = 'Its bins were computed from the complete day; recomputing them from this sample alone would lose data. See metricagg.retired.';
         END IF;
     END IF;
@@ -248,6 +251,7 @@ DECLARE
     pending   timestamptz;
     upper_ts  timestamptz;
     lower_ts  timestamptz;
+    dropped   text;
 BEGIN
     IF max_age IS NULL OR max_age <= interval '0' THEN
         RAISE EXCEPTION 'drop_old_partitions: max_age must be positive' USING HINT = 'e.g. interval ''7 days''';
@@ -284,8 +288,9 @@ BEGIN
             SELECT id, tstzmultirange(tstzrange(%2$L, %3$L)) FROM s WHERE id IS NOT NULL
             ON CONFLICT (server_id) DO UPDATE SET days = t.days + EXCLUDED.days$q$,
             part.rel, lower_ts, upper_ts);
+        dropped := part.rel::text;   -- its name, while it still has one
         EXECUTE format('DROP TABLE %s', part.rel);
-        RETURN NEXT part.rel::text;
+        RETURN NEXT dropped;
     END LOOP;
 END
 $$;
@@ -306,10 +311,15 @@ GRANT EXECUTE ON FUNCTION metricagg.claim_load(text[], timestamptz, timestamptz)
 GRANT EXECUTE ON FUNCTION metricagg.valid_name(text) TO metricagg_ingest, metricagg_job;
 GRANT SELECT ON metricagg.samples, metricagg.change_log, metricagg.snapshot_horizon,
                 metricagg.anomaly_labels, metricagg.retired, metricagg.ingest_config TO metricagg_job;
-GRANT SELECT ON metricagg.ingest_config, metricagg.schema_version TO metricagg_ingest;
+GRANT SELECT ON metricagg.ingest_config, metricagg.retired, metricagg.schema_version TO metricagg_ingest;
 GRANT DELETE ON metricagg.change_log TO metricagg_job;
 GRANT EXECUTE ON FUNCTION metricagg.drop_old_partitions(interval) TO metricagg_job;
 GRANT SELECT, UPDATE ON metricagg.job_progress TO metricagg_job;
+-- pg_metricagg keeps its packed-format functions from PUBLIC; the job runs
+-- the packed aggregate here, through postgres_fdw.
+GRANT EXECUTE ON FUNCTION public.metricagg_stats_by_bin_packed(timestamptz, double precision, interval),
+                          public.metricagg_stats_by_bin_packed(timestamptz, double precision, interval, timestamptz)
+    TO metricagg_job;
 GRANT SELECT ON metricagg.schema_version TO metricagg_job;
 
 -- The job's session settings in this database (re-running this file resets

@@ -14,12 +14,22 @@
 
 use std::fmt;
 
+/// Microseconds in one second.
+pub const USECS_PER_SEC: i64 = 1_000_000;
 /// Microseconds in one day.
 pub const USECS_PER_DAY: i64 = 86_400_000_000;
 
 /// 2000-01-03 00:00:00 UTC (a Monday), in microseconds since the PostgreSQL
 /// epoch: the default origin, identical to TimescaleDB's `time_bucket`.
 pub const DEFAULT_ORIGIN: i64 = 2 * USECS_PER_DAY;
+
+/// The PostgreSQL epoch, 2000-01-01 00:00:00 UTC, in seconds since the Unix
+/// epoch (1970-01-01 00:00:00 UTC).
+pub const PG_EPOCH_UNIX_SECS: i64 = 946_684_800;
+/// The PostgreSQL epoch in microseconds since the Unix epoch.
+pub const PG_EPOCH_UNIX_MICROS: i64 = PG_EPOCH_UNIX_SECS * USECS_PER_SEC;
+/// [`DEFAULT_ORIGIN`] in seconds since the Unix epoch.
+pub const DEFAULT_ORIGIN_UNIX_SECS: i64 = PG_EPOCH_UNIX_SECS + DEFAULT_ORIGIN / USECS_PER_SEC;
 
 /// PostgreSQL's `-infinity` timestamp.
 pub const NEG_INFINITY: i64 = i64::MIN;
@@ -36,8 +46,25 @@ pub const END_TIMESTAMP: i64 = 9_223_371_331_200_000_000;
 /// Days from 1970-01-01 to 2000-01-01.
 const UNIX_TO_PG_DAYS: i64 = 10_957;
 
-/// A bin width, decoded from a PostgreSQL `interval`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A PostgreSQL `interval` as its three stored fields. Two intervals that
+/// compare equal in SQL (`'1 day'` and `'24 hours'`) may differ here; a width
+/// is decoded from it with [`Width::from_interval`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Interval {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
+impl Interval {
+    /// The bin width this interval stands for, or why it cannot be one.
+    pub fn width(self) -> Result<Width, BinError> {
+        Width::from_interval(self.months, self.days, self.micros)
+    }
+}
+
+/// A bin width, decoded from a PostgreSQL `interval` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Width {
     /// A fixed width in microseconds (always > 0). Days count as 24 hours.
     Micros(i64),
@@ -109,6 +136,25 @@ impl fmt::Display for BinError {
 impl std::error::Error for BinError {}
 
 impl Width {
+    /// A fixed width of `secs` seconds.
+    pub fn from_secs(secs: i64) -> Result<Width, BinError> {
+        if secs <= 0 {
+            return Err(BinError::NonPositiveWidth);
+        }
+        secs.checked_mul(USECS_PER_SEC)
+            .map(Width::Micros)
+            .ok_or(BinError::WidthOutOfRange)
+    }
+
+    /// The width in whole seconds: `None` for months and for fixed widths
+    /// that are not a whole number of seconds.
+    pub fn as_secs(self) -> Option<i64> {
+        match self {
+            Width::Micros(us) if us % USECS_PER_SEC == 0 => Some(us / USECS_PER_SEC),
+            _ => None,
+        }
+    }
+
     /// Decodes a PostgreSQL interval (`month`, `day`, `time` fields).
     pub fn from_interval(months: i32, days: i32, micros: i64) -> Result<Width, BinError> {
         if months != 0 {
@@ -131,8 +177,63 @@ impl Width {
     }
 }
 
-fn is_valid(ts: i64) -> bool {
+/// The width as `metricagg.interval_label()` writes it in the job's
+/// summaries: `1 minute`, `5 minutes`, `1 hour`, `1 day`, `3 months`,
+/// `1.5 seconds`: the largest unit that divides it, plural unless it is one.
+impl fmt::Display for Width {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, unit) = match *self {
+            Width::Months(m) => (i64::from(m), "month"),
+            Width::Micros(us) => {
+                let secs = us / USECS_PER_SEC;
+                if us % USECS_PER_SEC != 0 {
+                    let frac = format!("{:06}", us % USECS_PER_SEC);
+                    return write!(f, "{secs}.{} seconds", frac.trim_end_matches('0'));
+                }
+                match secs {
+                    s if s % 86_400 == 0 => (s / 86_400, "day"),
+                    s if s % 3_600 == 0 => (s / 3_600, "hour"),
+                    s if s % 60 == 0 => (s / 60, "minute"),
+                    s => (s, "second"),
+                }
+            }
+        };
+        let plural = if n == 1 { "" } else { "s" };
+        write!(f, "{n} {unit}{plural}")
+    }
+}
+
+/// Is `ts` a finite timestamp PostgreSQL accepts?
+pub fn is_valid(ts: i64) -> bool {
     (MIN_TIMESTAMP..END_TIMESTAMP).contains(&ts)
+}
+
+/// Microseconds since the Unix epoch of `ts` (microseconds since the
+/// PostgreSQL epoch). `None` for the last 30 years of PostgreSQL's range
+/// (after 294246 AD), which an `i64` of Unix microseconds cannot hold.
+#[inline]
+pub fn to_unix_micros(ts: i64) -> Option<i64> {
+    ts.checked_add(PG_EPOCH_UNIX_MICROS)
+}
+
+/// Inverse of [`to_unix_micros`]: microseconds since the PostgreSQL epoch.
+#[inline]
+pub fn from_unix_micros(unix_micros: i64) -> Option<i64> {
+    unix_micros.checked_sub(PG_EPOCH_UNIX_MICROS)
+}
+
+/// The start of the bin of `width` (from [`DEFAULT_ORIGIN`]) that contains
+/// `unix_secs`, both in seconds since the Unix epoch: `metricagg_bin` for
+/// clients that count in Unix seconds. A bin start that is not a whole second
+/// (widths below a second) is floored to one.
+pub fn bin_unix_secs(unix_secs: i64, width: Width) -> Result<i64, BinError> {
+    let ts = unix_secs
+        .checked_sub(PG_EPOCH_UNIX_SECS)
+        .and_then(|s| s.checked_mul(USECS_PER_SEC))
+        .filter(|&ts| is_valid(ts))
+        .ok_or(BinError::ResultOutOfRange)?;
+    let start = bin(ts, width, DEFAULT_ORIGIN)?;
+    Ok(start.div_euclid(USECS_PER_SEC) + PG_EPOCH_UNIX_SECS)
 }
 
 /// The start of the bin that contains `ts`.
@@ -365,6 +466,96 @@ mod tests {
         ] {
             assert!(!e.hint().is_empty() && e.to_string() == e.message());
         }
+    }
+
+    #[test]
+    fn widths_from_seconds_and_their_labels() {
+        assert_eq!(Width::from_secs(60), Ok(Width::Micros(MINUTE)));
+        assert_eq!(Width::from_secs(0), Err(BinError::NonPositiveWidth));
+        assert_eq!(Width::from_secs(-60), Err(BinError::NonPositiveWidth));
+        assert_eq!(Width::from_secs(i64::MAX), Err(BinError::WidthOutOfRange));
+        assert_eq!(Width::from_secs(3600).unwrap().as_secs(), Some(3600));
+        assert_eq!(Width::Micros(1_500_000).as_secs(), None);
+        assert_eq!(Width::Months(1).as_secs(), None);
+        assert_eq!(
+            Interval {
+                months: 0,
+                days: 1,
+                micros: 0
+            }
+            .width(),
+            Ok(Width::Micros(USECS_PER_DAY))
+        );
+        // The same labels as metricagg.interval_label() in sql/analytics.sql.
+        for (w, label) in [
+            (Width::Micros(MINUTE), "1 minute"),
+            (Width::Micros(5 * MINUTE), "5 minutes"),
+            (Width::Micros(HOUR), "1 hour"),
+            (Width::Micros(90 * MINUTE), "90 minutes"),
+            (Width::Micros(USECS_PER_DAY), "1 day"),
+            (Width::Micros(7 * USECS_PER_DAY), "7 days"),
+            (Width::Micros(1_000_000), "1 second"),
+            (Width::Micros(61_000_000), "61 seconds"),
+            (Width::Micros(1_500_000), "1.5 seconds"),
+            (Width::Micros(1), "0.000001 seconds"),
+            (Width::Months(1), "1 month"),
+            (Width::Months(12), "12 months"),
+        ] {
+            assert_eq!(w.to_string(), label);
+        }
+    }
+
+    #[test]
+    fn epochs_and_origin_agree() {
+        // 2000-01-03 00:00:00 UTC is 946857600 s after 1970-01-01.
+        assert_eq!(DEFAULT_ORIGIN_UNIX_SECS, 946_857_600);
+        assert_eq!(
+            days_from_civil(1970, 1, 1) * USECS_PER_DAY,
+            -PG_EPOCH_UNIX_MICROS
+        );
+        assert_eq!(to_unix_micros(0), Some(PG_EPOCH_UNIX_MICROS));
+        assert_eq!(from_unix_micros(PG_EPOCH_UNIX_MICROS), Some(0));
+        assert_eq!(to_unix_micros(END_TIMESTAMP - 1), None);
+        assert_eq!(from_unix_micros(i64::MIN), None);
+    }
+
+    /// Property: binning Unix seconds equals binning the same instant in
+    /// PostgreSQL microseconds, and the plain formula over Unix seconds.
+    #[test]
+    fn unix_seconds_bin_like_metricagg_bin() {
+        let mut rng = SplitMix64::new(0x5eed_0006);
+        for _ in 0..50_000 {
+            let t = rng.range_i64(-5_000_000_000, 5_000_000_000);
+            let secs = [
+                60,
+                300,
+                3600,
+                86_400,
+                7 * 86_400,
+                13,
+                rng.range_i64(1, 100_000),
+            ][(rng.next_u64() % 7) as usize];
+            let w = Width::from_secs(secs).unwrap();
+            let got = bin_unix_secs(t, w).unwrap();
+            let formula =
+                DEFAULT_ORIGIN_UNIX_SECS + (t - DEFAULT_ORIGIN_UNIX_SECS).div_euclid(secs) * secs;
+            assert_eq!(got, formula, "t={t} w={secs}");
+            let pg = bin((t - PG_EPOCH_UNIX_SECS) * USECS_PER_SEC, w, DEFAULT_ORIGIN).unwrap();
+            assert_eq!(got, pg / USECS_PER_SEC + PG_EPOCH_UNIX_SECS);
+        }
+        // 2025-11-15T10:00:00Z (a Saturday): its week starts on Monday the 10th.
+        assert_eq!(
+            bin_unix_secs(1_763_200_800, Width::from_secs(7 * 86_400).unwrap()),
+            Ok(1_762_732_800)
+        );
+        assert_eq!(
+            bin_unix_secs(1_763_200_800, Width::Months(1)),
+            Ok(1_761_955_200) // 2025-11-01
+        );
+        assert_eq!(
+            bin_unix_secs(i64::MAX / 2, Width::Micros(MINUTE)),
+            Err(BinError::ResultOutOfRange)
+        );
     }
 
     /// Property: for random timestamps, origins and widths, the bin start is

@@ -7,16 +7,6 @@ use std::time::Duration;
 use futures_util::SinkExt;
 use metricagg_pipeline_tests::*;
 
-async fn assert_equals_oracle(p: &Pipeline, context: &str) {
-    let diff = p.oracle_mismatches().await;
-    assert!(
-        diff.is_empty(),
-        "{context}: bins differ from the oracle:\n{}",
-        diff.join("\n")
-    );
-    assert!(p.bin_count().await > 0, "{context}: no bins at all");
-}
-
 /// The job's aggregation runs on the raw server: EXPLAIN VERBOSE of the very
 /// query `metricagg_run_once()` inserts from shows the GROUP BY and our
 /// functions inside the Remote SQL, and no aggregation on this side.
@@ -167,14 +157,7 @@ async fn a_run_terminated_halfway_loses_and_doubles_nothing() {
     let mut killed = 0;
     for delay_ms in [50u64, 150, 300, 600] {
         let before = p.done_below().await;
-        let victim = p.job_client().await;
-        let pid: i32 = victim
-            .query_one("SELECT pg_backend_pid()", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let run =
-            tokio::spawn(async move { victim.query_one("SELECT metricagg_run_once()", &[]).await });
+        let (pid, run) = start_run(p.job_client().await).await;
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         p.analytics
             .execute("SELECT pg_terminate_backend($1)", &[&pid])
@@ -444,7 +427,9 @@ async fn retention_never_drops_an_unprocessed_partition() {
 /// The job also works against a local samples table (no FDW).
 #[tokio::test]
 async fn local_source_without_fdw() {
+    drop_earlier_test_databases().await;
     let db = unique("t_local");
+    created(&db);
     let admin = connect(&create_db("local", &db, None)).await;
     assert_bins_engine(&admin).await;
     let ingest = connect(&with_db(&env("INGEST_DATABASE_URL"), &db)).await;
