@@ -1,10 +1,12 @@
 //! An anomaly as reported: a detected window of one series, scored, with what
 //! it was compared with and how unusual it is in words.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::detect::baseline::{duration_words, BaselineKind};
+use super::detect::baseline::{duration_words, lead_number, BaselineKind};
 use super::detect::score::{
     rarity_words, return_period_days, score_from_minutes, score_from_z, Severity,
 };
@@ -40,6 +42,9 @@ pub struct Anomaly {
     pub return_period_days: Option<f64>,
     /// The incident (one finding) this anomaly is part of.
     pub incident: String,
+    /// The numbers `baseline` and `unusual` state, by name (fact values).
+    #[serde(skip)]
+    pub said: BTreeMap<String, f64>,
 }
 
 /// Longest return period stated: ten years stands for "never".
@@ -68,65 +73,89 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
     let days = return_period_days(w.rate, s.width).map(|d| r2(d.min(NEVER_DAYS)));
     let dur = duration_words((end - start).max(60));
     let seasonal = matches!(baseline, BaselineKind::Seasonal { .. });
+    // every number the words state, for the facts
+    let mut said: Vec<(&'static str, f64)> = vec![("for", lead_number(&dur))];
     let (basis, unusual) = match &w.basis {
         Basis::Baseline | Basis::Extremes { .. } | Basis::Before { .. } | Basis::Fleet => {
             let compared = match &w.basis {
-                Basis::Extremes { upward } => format!(
-                    "the rolling median of the bins' {} over the surrounding {}",
-                    if *upward { "maxima" } else { "minima" },
-                    duration_words(31 * s.width)
-                ),
-                Basis::Before { bins } => format!(
-                    "the level of the {} before it{}",
-                    duration_words(*bins as i64 * s.width),
-                    if seasonal {
-                        ", the usual daily profile removed"
-                    } else {
-                        ""
-                    }
-                ),
+                Basis::Extremes { upward } => {
+                    let win = duration_words(31 * s.width);
+                    said.push(("baseline_window", lead_number(&win)));
+                    format!(
+                        "the rolling median of the bins' {} over the surrounding {win}",
+                        if *upward { "maxima" } else { "minima" },
+                    )
+                }
+                Basis::Before { bins } => {
+                    let win = duration_words(*bins as i64 * s.width);
+                    said.push(("baseline_window", lead_number(&win)));
+                    format!(
+                        "the level of the {win} before it{}",
+                        if seasonal {
+                            ", the usual daily profile removed"
+                        } else {
+                            ""
+                        }
+                    )
+                }
                 Basis::Fleet => "the fleet's median curve of this metric".to_string(),
-                _ => baseline.describe(s.width),
+                _ => {
+                    let (words, nums) = baseline.describe(s.width);
+                    said.extend(nums);
+                    words
+                }
             };
+            let sigmas = (w.z.abs() * 10.0).round() / 10.0;
+            let (rarity, rarity_n) =
+                rarity_words(days.map(|d| if d >= NEVER_DAYS { f64::INFINITY } else { d }));
+            said.push(("sigmas", sigmas));
+            if let Some(x) = rarity_n {
+                said.push(("rarity", x));
+            }
             let words = format!(
-                "{}: {}σ {} the expected {} for {dur}; {}",
+                "{}: {}σ {} the expected {} for {dur}; {rarity}",
                 severity.adjective(),
-                fmt_num((w.z.abs() * 10.0).round() / 10.0),
+                fmt_num(sigmas),
                 if w.z >= 0.0 { "above" } else { "below" },
                 fmt_num(r2(typical)),
-                rarity_words(days.map(|d| if d >= NEVER_DAYS { f64::INFINITY } else { d }))
             );
             (compared, words)
         }
         Basis::Repeat {
             value,
             longest_before,
-        } => (
-            if *longest_before == 0 {
+        } => {
+            said.push(("stuck_value", r2(*value)));
+            let compared = if *longest_before == 0 {
                 "the series' own variation: it never repeated a value before".to_string()
             } else {
+                let before = duration_words(*longest_before as i64 * s.width);
+                said.push(("longest_repeat_before", lead_number(&before)));
                 format!(
-                    "the series' own variation: it never repeated a value for more than {} before",
-                    duration_words(*longest_before as i64 * s.width)
+                    "the series' own variation: it never repeated a value for more than {before} before"
                 )
-            },
-            format!("stuck at {} for {dur}", fmt_num(r2(*value))),
-        ),
-        Basis::Missing { usual, received } => (
-            format!(
-                "the usual {} samples per {}",
-                fmt_num(r2(*usual)),
-                duration_words(s.width)
-            ),
-            if *received <= 0.0 {
+            };
+            (
+                compared,
+                format!("stuck at {} for {dur}", fmt_num(r2(*value))),
+            )
+        }
+        Basis::Missing { usual, received } => {
+            let per = duration_words(s.width);
+            said.push(("usual_samples", r2(*usual)));
+            said.push(("per", lead_number(&per)));
+            let words = if *received <= 0.0 {
                 format!("no samples for {dur}")
             } else {
-                format!(
-                    "{}% of the usual samples for {dur}",
-                    fmt_num((received * 100.0).round())
-                )
-            },
-        ),
+                let pct = (received * 100.0).round();
+                said.push(("received_pct", pct));
+                format!("{}% of the usual samples for {dur}", fmt_num(pct))
+            };
+            (
+                format!("the usual {} samples per {per}", fmt_num(r2(*usual))),
+                words,
+            )
+        }
     };
     Anomaly {
         id: String::new(),
@@ -146,5 +175,6 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
         unusual,
         return_period_days: days,
         incident: String::new(),
+        said: said.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::anomaly::Anomaly;
 use super::detect::score::Severity;
 use super::incident::Incident;
-use super::series::fmt_num;
+use super::series::{display_name as name, fmt_num};
 use super::Analysis;
 
 /// A citable result. `values` holds every number the narrative may state
@@ -48,6 +48,20 @@ impl Fact {
     }
 }
 
+/// `1 minute`, `2.5 minutes`.
+pub fn minutes(m: f64) -> String {
+    if m == 1.0 {
+        "1 minute".into()
+    } else {
+        format!("{} minutes", fmt_num(m))
+    }
+}
+
+/// Names as statements show them, comma-separated.
+pub fn names(xs: &[String]) -> String {
+    xs.iter().map(|x| name(x)).collect::<Vec<_>>().join(", ")
+}
+
 fn hm(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%MZ").to_string()
 }
@@ -64,6 +78,9 @@ fn anomaly_fact(a: &Anomaly) -> Fact {
     if let Some(d) = a.return_period_days {
         values.insert("return_period_days".into(), d);
     }
+    for (k, v) in &a.said {
+        values.entry(k.clone()).or_insert(*v);
+    }
     Fact {
         id: a.id.clone(),
         kind: "anomaly",
@@ -76,8 +93,8 @@ fn anomaly_fact(a: &Anomaly) -> Fact {
         weight: a.score,
         statement: format!(
             "{} {} {} from {} to {}: peak {}, typical {}, expected {}..{}, score {} ({}); {}; compared with {}",
-            a.server,
-            a.metric,
+            name(&a.server),
+            name(&a.metric),
             a.kind,
             hm(a.start),
             hm(a.end),
@@ -101,8 +118,13 @@ fn incident_fact(i: &Incident, members: &[&Anomaly]) -> Fact {
     values.insert("lead_minutes".into(), i.lead_minutes);
     values.insert("metrics".into(), i.metrics.len() as f64);
     values.insert("anomalies".into(), members.len() as f64);
+    let silent = i.kind == "dropout";
     let mut parts = Vec::new();
     for a in members {
+        if a.kind == "dropout" || a.kind == "stuck" {
+            parts.push(format!("{} {} {}", a.id, name(&a.metric), a.kind));
+            continue;
+        }
         values.entry(format!("{}_peak", a.metric)).or_insert(a.peak);
         values
             .entry(format!("{}_typical", a.metric))
@@ -110,20 +132,22 @@ fn incident_fact(i: &Incident, members: &[&Anomaly]) -> Fact {
         parts.push(format!(
             "{} {} {} peak {} typical {}",
             a.id,
-            a.metric,
+            name(&a.metric),
             a.kind,
             fmt_num(a.peak),
             fmt_num(a.typical)
         ));
     }
-    let lead = if i.lead_minutes > 0.0 {
+    let lead = if silent {
+        "every metric silent together".to_string()
+    } else if i.lead_minutes > 0.0 {
         format!(
-            "led by {} ({} minutes ahead)",
-            i.led_by,
-            fmt_num(i.lead_minutes)
+            "led by {} ({} ahead)",
+            name(&i.led_by),
+            minutes(i.lead_minutes)
         )
     } else {
-        format!("led by {} (the others started with it)", i.led_by)
+        format!("led by {} (the others started with it)", name(&i.led_by))
     };
     Fact {
         id: i.id.clone(),
@@ -137,9 +161,9 @@ fn incident_fact(i: &Incident, members: &[&Anomaly]) -> Fact {
         weight: i.score + members.len() as f64,
         statement: format!(
             "{} {} across {} from {} to {}, {}: {}; score {} ({})",
-            i.server,
+            name(&i.server),
             i.kind,
-            i.metrics.join(", "),
+            names(&i.metrics),
             hm(i.start),
             hm(i.end),
             lead,
@@ -180,8 +204,8 @@ pub fn facts_of(an: &Analysis) -> Vec<Fact> {
             weight: 20.0,
             statement: format!(
                 "{} {} trend {} per hour ({}% CI {} to {}), change over the window {}",
-                t.server,
-                t.metric,
+                name(&t.server),
+                name(&t.metric),
                 fmt_num(t.slope_per_hour),
                 fmt_num((t.confidence * 100.0).round()),
                 fmt_num(t.ci_low),
@@ -209,8 +233,8 @@ pub fn facts_of(an: &Analysis) -> Vec<Fact> {
                 weight: 30.0 + s.robust_z.abs(),
                 statement: format!(
                     "{} {} median {} is {} the fleet median {} (robust z {})",
-                    s.server,
-                    s.metric,
+                    name(&s.server),
+                    name(&s.metric),
                     fmt_num(s.median),
                     s.direction,
                     fmt_num(s.fleet_median),
@@ -254,8 +278,8 @@ pub fn facts_of(an: &Analysis) -> Vec<Fact> {
             weight: 60.0 - h.min(50.0),
             statement: format!(
                 "{} {} is forecast to reach {} in {} hours at the current trend",
-                f.server,
-                f.metric,
+                name(&f.server),
+                name(&f.metric),
                 fmt_num(thr),
                 fmt_num(h)
             ),
@@ -276,7 +300,7 @@ pub fn facts_of(an: &Analysis) -> Vec<Fact> {
         let meds: Vec<String> = h
             .medians
             .iter()
-            .map(|(k, v)| format!("{k} {}", fmt_num(*v)))
+            .map(|(k, v)| format!("{} {}", name(k), fmt_num(*v)))
             .collect();
         facts.push(Fact {
             id: h.id.clone(),
@@ -298,7 +322,7 @@ pub fn facts_of(an: &Analysis) -> Vec<Fact> {
             },
             statement: format!(
                 "{} health {} (score {}): {}; {} incidents ({} critical); medians: {}",
-                h.server,
+                name(&h.server),
                 h.status,
                 fmt_num(h.score),
                 h.reason,

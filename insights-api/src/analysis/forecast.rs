@@ -112,21 +112,24 @@ pub fn fit(s: &Series, block: i64, p: &Params) -> Fits {
 }
 
 /// The trend and the forecast of series `s` from its fits; `sigma` is its
-/// noise σ; ids are set by the caller.
+/// noise σ; ids are set by the caller. No trend when too few blocks give no
+/// interval at the requested confidence (a slope without an interval says
+/// nothing); the forecast only needs its own fit.
 pub fn trend_and_forecast(
     s: &Series,
     f: &Fits,
     sigma: f64,
     range: (i64, i64),
     p: &Params,
-) -> Option<(Trend, Option<Forecast>)> {
+) -> Option<(Option<Trend>, Option<Forecast>)> {
     let t = f.trend?;
     let range_secs = range.1 - range.0;
     let hours =
         (range_secs as f64 / 3600.0).max(f.last_x.unwrap_or(0.0) - f.first_x.unwrap_or(0.0));
     let change = t.slope * hours;
     let material = change.abs() >= 3.0 * sigma.max(t.resid_sigma / 2.0);
-    let trend = Trend {
+    let bounded = t.slope_lo.is_finite() && t.slope_hi.is_finite();
+    let trend = bounded.then(|| Trend {
         id: String::new(),
         server: s.server.clone(),
         metric: s.metric.clone(),
@@ -139,7 +142,7 @@ pub fn trend_and_forecast(
         change_over_window: r2(change),
         points: t.n,
         method: "Theil-Sen on block medians, Sen's interval",
-    };
+    });
     let forecast = f.recent.map(|ff| {
         let zq = z_for(p.confidence);
         let se_slope = if ff.slope_hi.is_finite() && ff.slope_lo.is_finite() {

@@ -5,11 +5,12 @@
 //!   range) before the end of the data; a server still silent at the end of
 //!   the data (an ongoing dropout); or a forecast reaching its threshold
 //!   within the forecast horizon.
-//! - `warning` — look today: a critical incident earlier in the range, a
-//!   warning incident that is ongoing or recent, or a forecast reaching its
-//!   threshold within 24 hours.
-//! - `ok` — nothing above: minor or past warning incidents are listed, not
-//!   alarmed on.
+//! - `warning` — look today: critical incidents earlier in the range that
+//!   recur (two or more) or were sustained (`sustained_secs`), a warning
+//!   incident that is ongoing or recent, or a forecast reaching its threshold
+//!   within 24 hours.
+//! - `ok` — nothing above: a one-off short incident that is over, minor or
+//!   past warning incidents are listed, not alarmed on.
 //!
 //! "Now" is the end of the data: the fleet's last bin within the range.
 
@@ -18,10 +19,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::detect::score::Severity;
+use super::facts::names;
 use super::fleet::Comparison;
 use super::forecast::Forecast;
 use super::incident::Incident;
 use super::params::Params;
+use super::series::display_name as name;
 use super::series::{r2, Series};
 use crate::stats::median;
 
@@ -66,7 +69,7 @@ fn described(i: &Incident) -> String {
         "{} {} on {} ({}, {})",
         i.severity.as_str(),
         i.kind.replace('_', " "),
-        i.metrics.join(", "),
+        names(&i.metrics),
         i.fact,
         hhmm(i)
     )
@@ -91,7 +94,10 @@ pub fn health(servers: &[&str], x: &Inputs, p: &Params) -> Vec<Health> {
             if let (Some(h), Some(t)) = (f.hours_to_threshold, f.threshold) {
                 notes.push(format!(
                     "{} reaches {} in {} h at the current trend ({})",
-                    f.metric, t, h, f.id
+                    name(&f.metric),
+                    t,
+                    h,
+                    f.id
                 ));
             }
         }
@@ -101,7 +107,11 @@ pub fn health(servers: &[&str], x: &Inputs, p: &Params) -> Vec<Health> {
             .flat_map(|c| &c.standouts)
             .filter(|c| c.server == *srv)
         {
-            notes.push(format!("{} stands out from the fleet ({})", c.metric, c.id));
+            notes.push(format!(
+                "{} stands out from the fleet ({})",
+                name(&c.metric),
+                c.id
+            ));
         }
         let soon = |hours: f64| {
             forecasts
@@ -127,17 +137,28 @@ pub fn health(servers: &[&str], x: &Inputs, p: &Params) -> Vec<Health> {
                 soon(p.forecast_hours as f64).map(|f| {
                     format!(
                         "{} is forecast to reach {} within {} hours ({})",
-                        f.metric,
+                        name(&f.metric),
                         f.threshold.unwrap_or_default(),
                         p.forecast_hours,
                         f.id
                     )
                 })
             });
+        let crit: Vec<&&Incident> = mine
+            .iter()
+            .filter(|i| i.severity == Severity::Critical)
+            .collect();
         let look_today = || {
-            mine.iter()
-                .find(|i| i.severity == Severity::Critical)
-                .map(|i| format!("earlier {}", described(i)))
+            if crit.len() >= 2 {
+                return Some(format!(
+                    "{} critical incidents earlier, the first {}",
+                    crit.len(),
+                    described(crit[0])
+                ));
+            }
+            crit.iter()
+                .find(|i| (i.end - i.start).num_seconds() >= p.sustained_secs)
+                .map(|i| format!("earlier sustained {}", described(i)))
                 .or_else(|| {
                     mine.iter()
                         .find(|i| i.severity == Severity::Warning && is_recent(i))
@@ -147,7 +168,7 @@ pub fn health(servers: &[&str], x: &Inputs, p: &Params) -> Vec<Health> {
                     soon(24.0).map(|f| {
                         format!(
                             "{} is forecast to reach {} within 24 hours ({})",
-                            f.metric,
+                            name(&f.metric),
                             f.threshold.unwrap_or_default(),
                             f.id
                         )
@@ -162,7 +183,7 @@ pub fn health(servers: &[&str], x: &Inputs, p: &Params) -> Vec<Health> {
                 None => (
                     "ok",
                     format!(
-                        "{} minor or past incidents, none needing action",
+                        "{} incidents, none ongoing, recurring or sustained",
                         mine.len()
                     ),
                 ),

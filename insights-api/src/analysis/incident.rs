@@ -197,6 +197,7 @@ mod tests {
             unusual: String::new(),
             return_period_days: None,
             incident: String::new(),
+            said: Default::default(),
         }
     }
 

@@ -125,11 +125,13 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
         for w in &res.detected.windows {
             an.anomalies.push(anomaly::explain(s, w, &res.detected));
         }
-        if let Some((mut t, f)) =
+        if let Some((t, f)) =
             forecast::trend_and_forecast(s, &res.fits, res.detected.sigma, range, p)
         {
-            t.id = format!("T{}", an.trends.len() + 1);
-            an.trends.push(t);
+            if let Some(mut t) = t {
+                t.id = format!("T{}", an.trends.len() + 1);
+                an.trends.push(t);
+            }
             if let Some(mut f) = f {
                 f.id = format!("F{}", an.forecasts.len() + 1);
                 an.forecasts.push(f);

@@ -62,6 +62,9 @@ pub struct Params {
     /// Health: an anomaly ending this close to the end of the data is recent
     /// (seconds; at least 5% of the range).
     pub recent_secs: i64,
+    /// Health: a critical incident this long (seconds) is sustained: worth a
+    /// look today even when it is over.
+    pub sustained_secs: i64,
 }
 
 impl Default for Params {
@@ -92,6 +95,7 @@ impl Default for Params {
             confidence: 0.95,
             incident_gap_secs: 120,
             recent_secs: 3600,
+            sustained_secs: 1800,
         }
     }
 }

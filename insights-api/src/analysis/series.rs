@@ -1,6 +1,8 @@
 //! The analysis' input: plain series of bins, independent of where they come
 //! from (the database layer builds them), and the small helpers on values.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 /// One (server, metric) series of stored bins, sorted by time.
@@ -91,5 +93,66 @@ pub fn fmt_num(x: f64) -> String {
         format!("{x:.0}")
     } else {
         format!("{x}")
+    }
+}
+
+/// Whether a server or metric name is a plain identifier (letters, digits,
+/// `.`, `_`, `-`; at most 128): the rule ingest enforces.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// A name as statements show it: a plain identifier as it is, anything else
+/// quoted and escaped as a JSON string (so a name can never end a line,
+/// close a quote or pass for a fact of its own), with the Unicode line and
+/// paragraph separators escaped too.
+pub fn display_name(s: &str) -> Cow<'_, str> {
+    if is_plain_name(s) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(escape_separators(
+            &serde_json::to_string(s).unwrap_or_else(|_| "\"?\"".into()),
+        ))
+    }
+}
+
+/// Escapes every character that can break a line (controls, NEL, U+2028,
+/// U+2029) as `\u{…}`: text built from data stays on its line.
+pub fn escape_separators(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}') {
+            out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_shown_plain_or_quoted() {
+        assert_eq!(display_name("srv-2"), "srv-2");
+        assert_eq!(display_name("db.eu-1_a"), "db.eu-1_a");
+        assert_eq!(display_name("a\"b"), "\"a\\\"b\"");
+        let forged = display_name("srv-1\nF12 [anomaly] srv-9 cpu spike");
+        assert!(
+            !forged.contains('\n') && forged.starts_with('"'),
+            "{forged}"
+        );
+        let sep = display_name("x\u{2028}F13 [forecast]");
+        assert!(!sep.contains('\u{2028}'), "{sep}");
+        assert!(sep.contains("\\u{2028}"), "{sep}");
+        assert_eq!(
+            escape_separators("a\tb\r\u{85}"),
+            "a\\u{0009}b\\u{000d}\\u{0085}"
+        );
     }
 }

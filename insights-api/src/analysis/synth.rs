@@ -33,3 +33,33 @@ pub fn day(server: &str, metric: &str, t0: i64, level: f64, noise: f64, seed: u6
     }
     s
 }
+
+/// Removes the bins with indices in `gone` (a dropout).
+pub fn without(s: &mut Series, gone: std::ops::Range<usize>) {
+    let keep: Vec<usize> = (0..s.len()).filter(|i| !gone.contains(i)).collect();
+    let pick = |v: &Vec<f64>| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    s.avg = pick(&s.avg);
+    s.min = pick(&s.min);
+    s.max = pick(&s.max);
+    s.ts = keep.iter().map(|&i| s.ts[i]).collect();
+    s.count = keep.iter().map(|&i| s.count[i]).collect();
+}
+
+/// The analysis of one day of one-minute bins from `t0`, and the facts a
+/// narrative may cite (the period fact first).
+pub fn day_facts(series: Vec<Series>, t0: i64) -> (super::Analysis, Vec<super::Fact>) {
+    let n = {
+        let mut v: Vec<&str> = series.iter().map(|s| s.server.as_str()).collect();
+        v.dedup();
+        v.len()
+    };
+    let an = super::analyse(
+        &super::Dataset { width: 60, series },
+        (t0, t0 + 86400),
+        None,
+        &super::Params::default(),
+    );
+    let mut facts = vec![crate::narrative::period_fact(&an, 24.0, n)];
+    facts.extend(an.facts.clone());
+    (an, facts)
+}

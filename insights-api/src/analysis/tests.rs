@@ -85,13 +85,7 @@ fn stuck_and_dropout_are_found() {
         s.avg[i] = 31.25;
     }
     // remove 10 bins: a dropout
-    let keep: Vec<usize> = (0..1440).filter(|i| !(900..910).contains(i)).collect();
-    let pick = |v: &Vec<f64>| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-    s.avg = pick(&s.avg);
-    s.min = pick(&s.min);
-    s.max = pick(&s.max);
-    s.ts = keep.iter().map(|&i| s.ts[i]).collect();
-    s.count = keep.iter().map(|&i| s.count[i]).collect();
+    without(&mut s, 900..910);
     let an = run(vec![s]);
     let a = anomalies_of(&an, "srv-2", "disk_io");
     let stuck: Vec<_> = a.iter().filter(|x| x.kind == "stuck").collect();
@@ -311,4 +305,35 @@ fn degenerate_series_do_not_panic() {
 fn round_to_significant_digits() {
     assert_eq!(round_sig(0.000123456), 0.0001235);
     assert_eq!(round_sig(-1234.5678), -1235.0);
+}
+
+#[test]
+fn too_few_blocks_give_no_trend_rather_than_an_unbounded_interval() {
+    // 70 minutes: 5 blocks of 15 minutes, too few for a 95% interval
+    let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 3);
+    s.ts.truncate(70);
+    s.count.truncate(70);
+    s.avg.truncate(70);
+    s.min.truncate(70);
+    s.max.truncate(70);
+    let an = analyse(
+        &Dataset {
+            width: 60,
+            series: vec![s],
+        },
+        (T0, T0 + 70 * 60),
+        None,
+        &Params::default(),
+    );
+    assert!(an.trends.is_empty(), "{:#?}", an.trends);
+    for f in &an.forecasts {
+        assert!(f
+            .points
+            .iter()
+            .all(|p| p.lo.is_finite() && p.hi.is_finite()));
+    }
+    // a day has plenty: every trend's interval is finite
+    let an = run(vec![day("srv-1", "cpu", T0, 40.0, 1.0, 3)]);
+    assert_eq!(an.trends.len(), 1);
+    assert!(an.trends[0].ci_low.is_finite() && an.trends[0].ci_high.is_finite());
 }

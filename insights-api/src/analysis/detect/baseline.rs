@@ -23,20 +23,35 @@ pub enum BaselineKind {
 }
 
 impl BaselineKind {
-    /// The baseline in words, with the width of a bin in seconds.
-    pub fn describe(self, width: i64) -> String {
+    /// The baseline in words, with the width of a bin in seconds, and the
+    /// numbers the words state.
+    pub fn describe(self, width: i64) -> (String, Vec<(&'static str, f64)>) {
         match self {
             BaselineKind::Rolling { bins } => {
-                format!("the rolling median of the surrounding {}", duration_words(bins as i64 * width))
+                let w = duration_words(bins as i64 * width);
+                (
+                    format!("the rolling median of the surrounding {w}"),
+                    vec![("baseline_window", lead_number(&w))],
+                )
             }
-            BaselineKind::Seasonal { period, days } => format!(
-                "the usual level for this time of {} (a profile learnt from {} days) on top of the {} trend",
-                if period == WEEK { "the week" } else { "day" },
-                days.round(),
-                duration_words(period.min(DAY))
+            BaselineKind::Seasonal { period, days } => (
+                format!(
+                    "the usual level for this time of {} (a profile learnt from {} days) on top of the trend over a day",
+                    if period == WEEK { "the week" } else { "day" },
+                    days.round(),
+                ),
+                vec![("profile_days", days.round())],
             ),
         }
     }
+}
+
+/// The number a phrase starts with (`91 minutes` → 91).
+pub fn lead_number(s: &str) -> f64 {
+    s.split_whitespace()
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// `91 minutes`, `45 hours`, `3 days`.
@@ -211,7 +226,7 @@ mod tests {
             .fold(0.0, f64::max);
         assert!(worst < 2.0, "{worst}");
         assert!(b.sigma < 1.0, "{}", b.sigma);
-        assert!(b.kind.describe(3600).contains("time of day"));
+        assert!(b.kind.describe(3600).0.contains("time of day"));
     }
 
     #[test]
@@ -229,7 +244,7 @@ mod tests {
             BaselineKind::Rolling { bins: 91 }
         ));
         assert_eq!(
-            BaselineKind::Rolling { bins: 91 }.describe(60),
+            BaselineKind::Rolling { bins: 91 }.describe(60).0,
             "the rolling median of the surrounding 91 minutes"
         );
     }

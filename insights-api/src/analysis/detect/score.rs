@@ -62,24 +62,32 @@ pub fn return_period_days(rate: Option<f64>, width: i64) -> Option<f64> {
     Some(width as f64 / r / 86_400.0)
 }
 
-/// A return period in words: how often this series' own noise goes this far.
-pub fn rarity_words(days: Option<f64>) -> String {
+/// A return period in words (how often this series' own noise goes this
+/// far) and the number the words state.
+pub fn rarity_words(days: Option<f64>) -> (String, Option<f64>) {
+    let own = "this series' own noise goes this far";
     match days {
-        None => "too few bins to fit this series' tail: judged on the fixed threshold".into(),
-        Some(d) if !d.is_finite() => "beyond anything this series' own noise reaches".into(),
-        Some(d) if d < 1.0 => format!(
-            "this series' own noise goes this far about every {} hours",
-            (d * 24.0).round().max(1.0)
+        None => (
+            "too few bins to fit this series' tail: judged on the fixed threshold".into(),
+            None,
         ),
-        Some(d) if d < 60.0 => format!(
-            "this series' own noise goes this far about once in {} days",
-            d.round()
+        Some(d) if !d.is_finite() => (
+            "beyond anything this series' own noise reaches".into(),
+            None,
         ),
-        Some(d) if d < 730.0 => format!(
-            "this series' own noise goes this far about once in {} months",
-            (d / 30.4).round()
-        ),
-        Some(_) => "this series' own noise goes this far less than once a year".into(),
+        Some(d) if d < 1.0 => {
+            let h = (d * 24.0).round().max(1.0);
+            (format!("{own} about every {h} hours"), Some(h))
+        }
+        Some(d) if d < 60.0 => {
+            let n = d.round();
+            (format!("{own} about once in {n} days"), Some(n))
+        }
+        Some(d) if d < 730.0 => {
+            let n = (d / 30.4).round();
+            (format!("{own} about once in {n} months"), Some(n))
+        }
+        Some(_) => (format!("{own} less than once a year"), None),
     }
 }
 
@@ -102,10 +110,18 @@ mod tests {
         // one bin in 1440 of one minute: once a day
         assert_eq!(return_period_days(Some(1.0 / 1440.0), 60), Some(1.0));
         assert_eq!(return_period_days(None, 60), None);
-        assert!(rarity_words(Some(0.25)).contains("every 6 hours"));
-        assert!(rarity_words(Some(14.2)).contains("once in 14 days"));
-        assert!(rarity_words(Some(120.0)).contains("once in 4 months"));
-        assert!(rarity_words(Some(1000.0)).contains("less than once a year"));
-        assert!(rarity_words(Some(f64::INFINITY)).contains("beyond"));
+        assert_eq!(
+            rarity_words(Some(0.25)),
+            (
+                "this series' own noise goes this far about every 6 hours".into(),
+                Some(6.0)
+            )
+        );
+        assert!(rarity_words(Some(14.2)).0.contains("once in 14 days"));
+        assert_eq!(rarity_words(Some(120.0)).1, Some(4.0));
+        assert!(rarity_words(Some(1000.0))
+            .0
+            .contains("less than once a year"));
+        assert!(rarity_words(Some(f64::INFINITY)).0.contains("beyond"));
     }
 }
