@@ -4,11 +4,12 @@
 #   make test-api       unit tests + API/LLM tests against scratch databases of the embedded cluster
 #   make api            the service in the foreground (api role, embedded cluster, 127.0.0.1:3000)
 #   make eval-insights  seed a labelled day, run the pipeline, score /insights against the labels
+#   make eval-nab       NAB's labelled real series through the pipeline, /insights scored the NAB way next to a 3-sigma peer
 #   make bench-api      /insights latency over 24 h x 50 servers x 4 metrics (mock mode)
 
 TEST_TARGETS += test-api
 
-.PHONY: test-api api eval-insights bench-api
+.PHONY: test-api api eval-insights eval-nab bench-api
 
 # The database tests fail, never skip, without the cluster: start it first.
 # Bins in native partitions here; test-timescaledb runs tests/api.rs on a hypertable.
@@ -22,6 +23,10 @@ api:
 
 eval-insights:
 	bash bench/api_eval.sh
+
+# NAB_DIR (../shared/data/nab-dev), NAB_REUSE=1, NAB_VERBOSE=1: see bench/nab.sh.
+eval-nab:
+	bash bench/nab.sh
 
 bench-api:
 	bash bench/api.sh
