@@ -117,6 +117,10 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
     );
     let focused = |s: &Series| focus.is_none_or(|f| f == s.server);
     let todo: Vec<&Series> = series.iter().copied().filter(|s| focused(s)).collect();
+    // each series at its own cadence (a slower source read at a finer width)
+    let regrid: Vec<std::borrow::Cow<Series>> =
+        todo.iter().map(|s| series::at_cadence(s)).collect();
+    let todo: Vec<&Series> = regrid.iter().map(|s| s.as_ref()).collect();
     let results = parallel(&todo, |s| PerSeries {
         detected: detect::detect_series(s, p, span, fleet_curves.get(s.metric.as_str()), block),
         fits: forecast::fit(s, block, p),

@@ -44,6 +44,27 @@ pub struct Dataset {
     pub series: Vec<Series>,
 }
 
+/// The series at its own cadence: when its bins are regularly further apart
+/// than the width (a source reporting every 5 minutes, read as one-minute
+/// bins), the width becomes that spacing (the median gap, a multiple of the
+/// width), so that "consecutive", "missing" and "per day" mean what they do
+/// for the source.
+pub fn at_cadence(s: &Series) -> Cow<'_, Series> {
+    let mut gaps: Vec<i64> = s.ts.windows(2).map(|w| w[1] - w[0]).collect();
+    if gaps.len() < 10 || s.width <= 0 {
+        return Cow::Borrowed(s);
+    }
+    let mid = gaps.len() / 2;
+    let gap = *gaps.select_nth_unstable(mid).1;
+    if gap <= s.width || gap % s.width != 0 {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(Series {
+        width: gap,
+        ..s.clone()
+    })
+}
+
 /// Threshold used for time-to-threshold forecasts, per metric.
 pub fn threshold_for(metric: &str) -> Option<f64> {
     match metric {
@@ -154,5 +175,18 @@ mod tests {
             escape_separators("a\tb\r\u{85}"),
             "a\\u{0009}b\\u{000d}\\u{0085}"
         );
+    }
+
+    #[test]
+    fn a_slower_source_is_read_at_its_own_cadence() {
+        let mut s = Series::new("srv-1", "cpu", 60);
+        for i in 0..100i64 {
+            s.ts.push(i * 300 + if i == 50 { 600 } else { 0 });
+        }
+        assert_eq!(at_cadence(&s).width, 300);
+        assert!(matches!(at_cadence(&s), Cow::Owned(_)));
+        let mut every_minute = Series::new("srv-1", "cpu", 60);
+        every_minute.ts = (0..100).map(|i| i * 60).collect();
+        assert!(matches!(at_cadence(&every_minute), Cow::Borrowed(_)));
     }
 }
