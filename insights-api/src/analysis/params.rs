@@ -43,8 +43,6 @@ pub struct Params {
     pub rel_floor: f64,
     /// Absolute noise floor for σ, in the metric's unit.
     pub abs_floor: f64,
-    /// Seasonal baselines need this many whole periods of data.
-    pub seasonal_min_periods: i64,
     /// A seasonal profile is used only when it shrinks the residual noise σ
     /// to at most this fraction of the non-seasonal baseline's.
     pub seasonal_gain: f64,
@@ -86,7 +84,6 @@ impl Default for Params {
             dropout_regular_frac: 0.05,
             rel_floor: 0.01,
             abs_floor: 0.05,
-            seasonal_min_periods: 3,
             seasonal_gain: 0.8,
             leak_min_secs: 2 * 3600,
             leak_min_rise_sigma: 8.0,

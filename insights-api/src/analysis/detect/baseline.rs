@@ -1,10 +1,11 @@
 //! What a series is expected to do: its baseline and its noise.
 //!
 //! Without enough history the baseline is a centred rolling median (91 bins).
-//! With at least `seasonal_min_periods` days of data it is seasonal: a trend
-//! (rolling median over one period) plus the median profile of the detrended
-//! values at each time of day — or of the week, with as many weeks — used only
-//! when it clearly shrinks the residual noise (`seasonal_gain`).
+//! With at least 3 days of data it may be seasonal: a trend (rolling median
+//! over a day) plus the median profile of the detrended values at each time
+//! of day; with 3 weeks, at each time of the week. A profile is used only when it
+//! clearly shrinks the residual noise (`seasonal_gain`, against the simpler
+//! baseline), so an aseasonal series keeps the rolling median.
 
 use crate::analysis::params::Params;
 use crate::analysis::series::Series;
@@ -18,8 +19,44 @@ const WEEK: i64 = 7 * DAY;
 pub enum BaselineKind {
     /// Centred rolling median over this many bins.
     Rolling { bins: usize },
-    /// Trend plus the profile of a period (seconds), learnt from `days` of data.
-    Seasonal { period: i64, days: f64 },
+    /// Trend plus the profile of a cycle, learnt from `days` of data.
+    Seasonal { cycle: Cycle, days: f64 },
+}
+
+/// The seasonal cycles a baseline can learn, in UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cycle {
+    /// The time of day.
+    Day,
+    /// The time of the week.
+    Week,
+}
+
+impl Cycle {
+    /// Data needed to learn it (seconds): three cycles.
+    fn min_span(self) -> i64 {
+        match self {
+            Cycle::Day => 3 * DAY,
+            Cycle::Week => 3 * WEEK,
+        }
+    }
+    fn words(self) -> &'static str {
+        match self {
+            Cycle::Day => "time of day",
+            Cycle::Week => "time of the week",
+        }
+    }
+    /// The slot of time `t` with bins of `width` seconds, and the number of slots.
+    fn slot(self, t: i64, width: i64) -> (usize, usize) {
+        let per_day = (DAY / width).max(1) as usize;
+        let of_day = (t.rem_euclid(DAY) / width) as usize % per_day;
+        // the Unix epoch was a Thursday: Monday-based weekday = (day + 3) mod 7
+        let weekday = (t.div_euclid(DAY) + 3).rem_euclid(7) as usize;
+        match self {
+            Cycle::Day => (of_day, per_day),
+            Cycle::Week => (weekday * per_day + of_day, 7 * per_day),
+        }
+    }
 }
 
 impl BaselineKind {
@@ -34,10 +71,10 @@ impl BaselineKind {
                     vec![("baseline_window", lead_number(&w))],
                 )
             }
-            BaselineKind::Seasonal { period, days } => (
+            BaselineKind::Seasonal { cycle, days } => (
                 format!(
-                    "the usual level for this time of {} (a profile learnt from {} days) on top of the trend over a day",
-                    if period == WEEK { "the week" } else { "day" },
+                    "the usual level for this {} (a profile learnt from {} days) on top of the trend over a day",
+                    cycle.words(),
                     days.round(),
                 ),
                 vec![("profile_days", days.round())],
@@ -104,16 +141,14 @@ fn edge_trended(mut base: Vec<f64>, h: usize) -> Vec<f64> {
     base
 }
 
-/// The profile of `detr` over a period: the median at each phase (a bin's
-/// offset in the period, from the Unix epoch: days start at 00:00 UTC, weeks
-/// on Thursday — any fixed origin works). Phases seen fewer than 3 times get 0.
-fn profile(s: &Series, detr: &[f64], period: i64) -> Vec<f64> {
-    let slots = (period / s.width).max(1) as usize;
-    let slot = |t: i64| (t.rem_euclid(period) / s.width) as usize % slots;
+/// The profile of `detr` over a cycle: the median at each slot (UTC). Slots
+/// seen fewer than 3 times get 0.
+fn profile(s: &Series, detr: &[f64], cycle: Cycle) -> Vec<f64> {
+    let slots = cycle.slot(0, s.width).1;
     let mut by: Vec<Vec<f64>> = vec![Vec::new(); slots];
     for (i, &t) in s.ts.iter().enumerate() {
         if detr[i].is_finite() {
-            by[slot(t)].push(detr[i]);
+            by[cycle.slot(t, s.width).0].push(detr[i]);
         }
     }
     let med: Vec<f64> = by
@@ -126,7 +161,9 @@ fn profile(s: &Series, detr: &[f64], period: i64) -> Vec<f64> {
             }
         })
         .collect();
-    s.ts.iter().map(|&t| med[slot(t)]).collect()
+    s.ts.iter()
+        .map(|&t| med[cycle.slot(t, s.width).0])
+        .collect()
 }
 
 /// The baseline of a series (see the module's documentation).
@@ -149,25 +186,25 @@ pub fn baseline(s: &Series, p: &Params) -> Baseline {
         _ => 0,
     };
     // One bin per phase at most (a period of whole bins), and enough periods.
-    if s.width > DAY / 24 || DAY % s.width != 0 || span < p.seasonal_min_periods * DAY {
+    if s.width > DAY / 24 || DAY % s.width != 0 || span < Cycle::Day.min_span() {
         return plain;
     }
     let per_day = (DAY / s.width) as usize;
     let trend = rolling_median_fixed(v, per_day / 2);
     let detr: Vec<f64> = v.iter().zip(&trend).map(|(x, t)| x - t).collect();
-    let mut best = (raw_sigma(&resid), None::<(i64, Vec<f64>)>);
-    for period in [DAY, WEEK] {
-        if span < p.seasonal_min_periods * period {
+    let mut best = (raw_sigma(&resid), None::<(Cycle, Vec<f64>)>);
+    for cycle in [Cycle::Day, Cycle::Week] {
+        if span < cycle.min_span() {
             continue;
         }
-        let seas = profile(s, &detr, period);
+        let seas = profile(s, &detr, cycle);
         let r: Vec<f64> = detr.iter().zip(&seas).map(|(d, x)| d - x).collect();
         let sig = raw_sigma(&r);
         if sig < p.seasonal_gain * best.0 {
-            best = (sig, Some((period, seas)));
+            best = (sig, Some((cycle, seas)));
         }
     }
-    let Some((period, seasonal)) = best.1 else {
+    let Some((cycle, seasonal)) = best.1 else {
         return plain;
     };
     let base: Vec<f64> = trend.iter().zip(&seasonal).map(|(t, x)| t + x).collect();
@@ -177,7 +214,7 @@ pub fn baseline(s: &Series, p: &Params) -> Baseline {
         base,
         seasonal,
         kind: BaselineKind::Seasonal {
-            period,
+            cycle,
             days: span as f64 / DAY as f64,
         },
         half: per_day / 2,
@@ -212,7 +249,13 @@ mod tests {
         });
         let b = baseline(&s, &Params::default());
         assert!(
-            matches!(b.kind, BaselineKind::Seasonal { period: DAY, .. }),
+            matches!(
+                b.kind,
+                BaselineKind::Seasonal {
+                    cycle: Cycle::Day,
+                    ..
+                }
+            ),
             "{:?}",
             b.kind
         );
@@ -251,18 +294,36 @@ mod tests {
 
     #[test]
     fn weekly_profile_with_enough_weeks() {
-        // weekdays at 60, weekends at 20, daily cycle on top
-        let s = hourly(35, |i| {
-            let dow = (i / 24 + 4) % 7; // day 0 of the epoch was a Thursday
-            let week = if dow == 5 || dow == 6 { 20.0 } else { 60.0 };
-            week + 5.0 * (std::f64::consts::TAU * (i % 24) as f64 / 24.0).sin()
+        // every day of the week its own level, a daily cycle on top
+        let dow = |i: i64| (i / 24 + 3) % 7; // Monday = 0; day 0 of the epoch was a Thursday
+        let week = hourly(35, |i| {
+            10.0 * dow(i) as f64
+                + 5.0 * (std::f64::consts::TAU * (i % 24) as f64 / 24.0).sin()
                 + ((i * 7919) % 13) as f64 / 26.0
         });
-        let b = baseline(&s, &Params::default());
+        let b = baseline(&week, &Params::default());
         assert!(
-            matches!(b.kind, BaselineKind::Seasonal { period: WEEK, .. }),
+            matches!(
+                b.kind,
+                BaselineKind::Seasonal {
+                    cycle: Cycle::Week,
+                    ..
+                }
+            ),
             "{:?}",
             b.kind
         );
+        assert!(b.kind.describe(3600).0.contains("time of the week"));
+        // two weeks are not enough for a weekly profile
+        let short = hourly(14, |i| {
+            10.0 * dow(i) as f64 + ((i * 7919) % 13) as f64 / 26.0
+        });
+        assert!(!matches!(
+            baseline(&short, &Params::default()).kind,
+            BaselineKind::Seasonal {
+                cycle: Cycle::Week,
+                ..
+            }
+        ));
     }
 }
