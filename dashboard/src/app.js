@@ -7,6 +7,8 @@
 (() => {
   const METRIC_ORDER = ["cpu", "memory", "disk_io", "network"];
   const SEVERITY_RANK = { critical: 3, warning: 2, minor: 1, ok: 0 };
+  // What a health status asks of the operator (docs/api.md, "Health").
+  const STATUS_MEANING = { critical: "act now", warning: "look today", ok: "nothing to do" };
   const MAX_HOURS = 168; // the longest window drawn; longer periods show their last week
   const COLORS = {
     avg: "#1d4ed8", band: "rgba(29, 78, 216, 0.16)", minmax: "rgba(29, 78, 216, 0.28)",
@@ -232,7 +234,7 @@
       const h = healthOf(name);
       const status = h ? h.status : "nodata";
       const title = h
-        ? `health ${h.status}, score ${fmtNum(h.score)}; ${h.anomalies} anomalies (${h.critical} critical, ${h.warnings} warnings)${h.notes && h.notes.length ? "; " + h.notes.join("; ") : ""}`
+        ? `${h.status} (${STATUS_MEANING[h.status] || h.status}): ${h.reason}. ${h.incidents} incidents (${h.critical} critical, ${h.warnings} warning) from ${h.anomalies} anomalies; health score ${fmtNum(h.score)}${h.notes && h.notes.length ? "; " + h.notes.join("; ") : ""}`
         : "no analysis for this server in the period";
       const b = el("button", { type: "button", "data-server": name, title },
         el("span", { class: "name", text: name }),
@@ -267,6 +269,12 @@
   function factTarget(f) {
     if (!f) return null;
     if (f.kind === "anomaly") return { server: f.server, hash: `anomaly-${f.id}`, label: `${f.server} ${f.metric}` };
+    if (f.kind === "incident") {
+      // the window of the anomaly that led
+      const inc = state.insights && state.insights.incidents.find((i) => i.id === f.id);
+      if (inc && inc.anomalies.length)
+        return { server: f.server, hash: `anomaly-${inc.anomalies[0]}`, label: `${f.server} ${inc.metrics.join(", ")}, led by ${inc.led_by}` };
+    }
     if ((f.kind === "trend" || f.kind === "forecast") && f.server && f.metric)
       return { server: f.server, hash: `chart-${slug(f.metric)}`, label: `${f.server} ${f.metric} chart` };
     if (f.kind === "comparison" && f.metric) return { server: null, hash: `fleet-${slug(f.metric)}`, label: `fleet ${f.metric}` };
@@ -374,10 +382,12 @@
     table.hidden = rows.length === 0;
     $("tbody", table).replaceChildren(...rows.map((a) => el("tr", { id: `row-${a.id}` },
       el("td", {}, el("a", { href: `#anomaly-${a.id}`, text: a.id, onclick: (e) => { e.preventDefault(); goTo({ hash: `anomaly-${a.id}` }); } })),
+      el("td", { text: a.incident || "" }),
       el("td", { text: a.metric }), el("td", { text: a.kind.replace("_", " ") }),
       el("td", { text: `${fmtTime(epoch(a.start))} → ${fmtTime(epoch(a.end)).slice(11)} (${fmtNum(a.duration_minutes)} min)` }),
       el("td", { text: fmtNum(a.peak) }), el("td", { text: fmtNum(a.typical) }),
-      el("td", {}, el("span", { class: `badge ${a.severity}`, text: a.severity })))));
+      el("td", {}, el("span", { class: `badge ${a.severity}`, text: a.severity })),
+      el("td", { class: "why", text: a.unusual || "", title: a.baseline ? `compared with ${a.baseline}` : "" }))));
   }
 
   function chartWidth(fig) {

@@ -103,8 +103,24 @@ try {
       const h = ins.health.find((x) => x.server === server);
       assert.equal(status, h.status, `${server}'s badge`);
     }
-    for (const s of EXPECT.unhealthy || []) assert.notEqual(badges.find((b) => b[0] === s)[1], "ok", `${s} is flagged`);
-    ok(`server list: ${badges.length} servers, badges ${badges.map((b) => b.join("=")).join(" ")}`);
+    // Health levels: each badge's tooltip gives the rule that set it; the
+    // servers with anomalies have incidents, listed even when nothing needs
+    // action; the legend says what the levels ask of the operator.
+    const titles = new Map(await page.$$eval("#servers button", (bs) => bs.map((b) => [b.dataset.server, b.title])));
+    for (const h of ins.health) {
+      assert.ok(titles.get(h.server).startsWith(`${h.status} (`), `${h.server}'s tooltip: ${titles.get(h.server)}`);
+      assert.ok(titles.get(h.server).includes(h.reason), `${h.server}'s tooltip gives the reason`);
+    }
+    for (const s of EXPECT.unhealthy || []) {
+      const h = ins.health.find((x) => x.server === s);
+      assert.ok(h.incidents > 0, `${s} has incidents`);
+      assert.match(titles.get(s), new RegExp(`${h.incidents} incidents`), `${s}'s tooltip counts them`);
+      if (h.status === "critical") assert.match(h.reason, /ongoing|silent|forecast/, `${s}: critical means act now`);
+    }
+    const legend = await page.locator("#health-legend").innerText();
+    assert.match(legend, /critical\s+act now/i);
+    assert.match(legend, /warning\s+look today/i);
+    ok(`server list: ${badges.length} servers, badges ${badges.map((b) => b.join("=")).join(" ")}; health legend and reasons shown`);
 
     if (MODE === "perf") {
       const budget = Number(process.env.DASHBOARD_BUDGET_MS || 8000);

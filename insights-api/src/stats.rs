@@ -236,6 +236,163 @@ pub fn z_for(confidence: f64) -> f64 {
     }
 }
 
+/// The upper tail of a statistic, fitted the peaks-over-threshold way: above
+/// a high threshold `u`, runs of exceedances are declustered (one peak per
+/// run: an anomaly lasting many bins counts once) and the excesses of the
+/// peaks follow a generalised Pareto distribution (shape `xi`, scale `beta`).
+/// The fit matches the 10th to 60th percentiles of the excesses, so the
+/// largest 40% of the peaks — where the anomalies being looked for are —
+/// do not shape the tail that judges them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tail {
+    pub u: f64,
+    pub beta: f64,
+    pub xi: f64,
+    /// Clusters above `u` per observation.
+    pub rate_u: f64,
+    /// Clusters the fit used.
+    pub clusters: usize,
+}
+
+/// Fraction of observations above the tail threshold `u`: 5%, more for short
+/// series so that the fit sees about 20 exceedances.
+fn tail_fraction(n: usize) -> f64 {
+    (20.0 / n as f64).clamp(0.05, 0.1)
+}
+
+/// Exceedances closer than this (observations) belong to one cluster: an
+/// excursion that dips under the threshold for a few bins is still one event.
+const DECLUSTER_GAP: usize = 6;
+
+/// Shape and scale of the generalised Pareto distribution whose quantiles
+/// best match (least squares) the excesses' 10th, 20th, …, 60th percentiles:
+/// robust to the largest values. For a shape ξ the quantile at F is
+/// β·h(F) with h(F) = ((1 − F)^−ξ − 1)/ξ, linear in β; ξ is searched on a
+/// grid within ±0.5 (beyond, a few dozen peaks cannot tell).
+fn gpd_by_quantiles(y: &[f64]) -> (f64, f64) {
+    let q = |f: f64| {
+        let x = f * (y.len() - 1) as f64;
+        let (i, t) = (x.floor() as usize, x.fract());
+        y[i] + t * (y[(i + 1).min(y.len() - 1)] - y[i])
+    };
+    let levels: Vec<(f64, f64)> = (1..=6)
+        .map(|k| k as f64 / 10.0)
+        .map(|f| (f, q(f)))
+        .collect();
+    let h = |xi: f64, f: f64| {
+        if xi.abs() < 1e-9 {
+            -(1.0 - f).ln()
+        } else {
+            ((1.0 - f).powf(-xi) - 1.0) / xi
+        }
+    };
+    // (sum of squares, xi, beta) for one shape
+    let fit = |xi: f64| {
+        let hh: f64 = levels.iter().map(|&(f, _)| h(xi, f).powi(2)).sum();
+        let hx: f64 = levels.iter().map(|&(f, x)| h(xi, f) * x).sum();
+        let beta = (hx / hh).max(f64::MIN_POSITIVE);
+        let ss: f64 = levels
+            .iter()
+            .map(|&(f, x)| (x - beta * h(xi, f)).powi(2))
+            .sum();
+        (ss, xi, beta)
+    };
+    let best = |lo: f64, step: f64, steps: usize| {
+        (0..=steps)
+            .map(|k| fit(lo + k as f64 * step))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .expect("a grid of shapes")
+    };
+    let coarse = best(-0.5, 0.05, 20);
+    let fine = best((coarse.1 - 0.05).max(-0.5), 0.005, 20);
+    let xi = fine.1.clamp(-0.5, 0.5);
+    (xi, fit(xi).2)
+}
+
+impl Tail {
+    /// The high quantile above which the tail is fitted (`None` for fewer
+    /// than 50 finite values).
+    pub fn high_quantile(xs: &[f64]) -> Option<f64> {
+        let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+        let n = v.len();
+        if n < 50 {
+            return None;
+        }
+        let k = ((n as f64) * tail_fraction(n)).ceil() as usize;
+        Some(
+            *v.select_nth_unstable_by(n - 1 - k.min(n - 1), f64::total_cmp)
+                .1,
+        )
+    }
+
+    /// Fits the upper tail of `xs` (non-finite values are skipped). `None`
+    /// with fewer than 8 clusters above `u`: too little tail to extrapolate.
+    pub fn fit(xs: &[f64]) -> Option<Tail> {
+        let n = xs.iter().filter(|x| x.is_finite()).count();
+        let u = Tail::high_quantile(xs)?;
+        // cluster peaks: runs of values above u, gaps of up to DECLUSTER_GAP merged
+        let mut peaks: Vec<f64> = Vec::new();
+        let mut last_above: Option<usize> = None;
+        for (i, &x) in xs.iter().enumerate() {
+            if !(x.is_finite() && x > u) {
+                continue;
+            }
+            match (last_above, peaks.last_mut()) {
+                (Some(j), Some(p)) if i - j <= DECLUSTER_GAP => *p = p.max(x),
+                _ => peaks.push(x),
+            }
+            last_above = Some(i);
+        }
+        let clusters = peaks.len();
+        if clusters < 8 {
+            return None;
+        }
+        peaks.sort_by(f64::total_cmp);
+        let y: Vec<f64> = peaks.iter().map(|p| p - u).collect();
+        let (xi, beta) = gpd_by_quantiles(&y);
+        Some(Tail {
+            u,
+            beta: beta.max(f64::MIN_POSITIVE),
+            xi,
+            rate_u: clusters as f64 / n as f64,
+            clusters,
+        })
+    }
+
+    /// The level that independent clusters exceed at a rate of `q` per
+    /// observation (`u` when `q` is not below the rate at `u`).
+    pub fn quantile(&self, q: f64) -> f64 {
+        if q.is_nan() || q <= 0.0 || q >= self.rate_u {
+            return self.u;
+        }
+        let r = q / self.rate_u;
+        if self.xi.abs() < 1e-6 {
+            self.u - self.beta * r.ln()
+        } else {
+            self.u + self.beta / self.xi * (r.powf(-self.xi) - 1.0)
+        }
+    }
+
+    /// Rate per observation of clusters exceeding `x`; 0 beyond a bounded tail.
+    pub fn rate(&self, x: f64) -> f64 {
+        if x <= self.u {
+            return self.rate_u;
+        }
+        let t = (x - self.u) / self.beta;
+        let s = if self.xi.abs() < 1e-6 {
+            (-t).exp()
+        } else {
+            let b = 1.0 + self.xi * t;
+            if b <= 0.0 {
+                0.0
+            } else {
+                b.powf(-1.0 / self.xi)
+            }
+        };
+        self.rate_u * s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,5 +490,81 @@ mod tests {
             .collect();
         let f = theil_sen(&x, &y, 1.96).unwrap();
         assert!(!f.significant(), "{f:?}");
+    }
+
+    /// Uniform in (0, 1) from a 64-bit LCG.
+    fn uniform(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    #[test]
+    fn tail_of_exponential_noise_has_zero_shape_and_right_quantiles() {
+        // Exp(1) by inversion of a fixed uniform sequence, P(X > x) = e^-x,
+        // every 10th value (the rest far below): exceedances never merge
+        // into clusters, so cluster peaks are the exceedances themselves.
+        let mut state = 7u64;
+        let xs: Vec<f64> = (0..100_000)
+            .map(|i| {
+                let u = uniform(&mut state);
+                if i % 10 == 0 {
+                    -u.ln()
+                } else {
+                    -1.0
+                }
+            })
+            .collect();
+        let t = Tail::fit(&xs).unwrap();
+        assert!(t.xi.abs() < 0.1, "{t:?}");
+        assert!((t.beta - 1.0).abs() < 0.15, "{t:?}");
+        // one value in 10 is exponential: the 1e-5 quantile is ln(1e4)
+        let q = t.quantile(1e-5);
+        assert!((q - 1e4f64.ln()).abs() < 0.8, "{q} {t:?}");
+        assert!((t.rate(q) - 1e-5).abs() < 1e-7);
+        assert_eq!(t.quantile(0.5), t.u);
+    }
+
+    #[test]
+    fn tail_of_pareto_noise_is_heavy_and_outliers_do_not_inflate_it() {
+        // Pareto with index 3: P(X > x) = x^-3, shape xi = 1/3.
+        let mut state = 11u64;
+        let mut xs: Vec<f64> = (0..100_000)
+            .map(|_| uniform(&mut state).powf(-1.0 / 3.0))
+            .collect();
+        let clean = Tail::fit(&xs).unwrap();
+        assert!((clean.xi - 1.0 / 3.0).abs() < 0.12, "{clean:?}");
+        // the true 1e-4 quantile is 1e4^(1/3) = 21.5
+        let q = clean.quantile(1e-4);
+        assert!((q - 21.5).abs() < 6.0, "{q}");
+        // three huge outliers (the anomalies) barely move the fitted tail
+        for i in [100, 5000, 15000, 60000, 90000] {
+            xs[i] = 1000.0;
+        }
+        let dirty = Tail::fit(&xs).unwrap();
+        assert!(
+            (dirty.quantile(1e-4) - q).abs() < 0.2 * q,
+            "{dirty:?} vs {clean:?}"
+        );
+        assert!(dirty.rate(1000.0) < 1e-6);
+    }
+
+    #[test]
+    fn tail_declusters_runs_and_needs_enough_peaks() {
+        let mut state = 3u64;
+        let mut xs: Vec<f64> = (0..2000).map(|_| uniform(&mut state)).collect();
+        let before = Tail::fit(&xs).unwrap();
+        // a run of 10 far above the rest counts as one cluster
+        for x in xs.iter_mut().skip(100).take(10) {
+            *x = 50.0;
+        }
+        let after = Tail::fit(&xs).unwrap();
+        assert!(
+            after.clusters <= before.clusters + 1,
+            "{before:?} {after:?}"
+        );
+        assert!(Tail::fit(&xs[..40]).is_none());
+        assert!(Tail::fit(&[1.0; 500]).is_none(), "no values above u");
     }
 }

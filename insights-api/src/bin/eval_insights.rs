@@ -8,9 +8,10 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use insights_api::config::{Config, Secret};
 use insights_api::params::parse_time;
-use insights_api::{app, AppState};
 use serde_json::Value;
 use tokio_postgres::NoTls;
+
+mod eval;
 
 /// Score /insights against metricagg.anomaly_labels.
 #[derive(Parser, Debug)]
@@ -105,17 +106,9 @@ async fn main() -> Result<(), String> {
         .collect();
 
     // the service, on a real socket, mock narrator
-    let config = Config::for_database(args.api_url.expose());
-    let state = AppState::new(config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app(state)).await;
-    });
+    let base = eval::serve(Config::for_database(args.api_url.expose())).await?;
     let url = format!(
-        "http://{addr}/insights?start={}&end={}",
+        "{base}/insights?start={}&end={}",
         start.format("%Y-%m-%dT%H:%M:%SZ"),
         end.format("%Y-%m-%dT%H:%M:%SZ")
     );

@@ -1,0 +1,256 @@
+//! Anomaly detection in one series: each detector proposes windows of bins,
+//! which are merged and then explained and scored in `analysis::mod`.
+//!
+//! - [`baseline`]: the expected value of every bin and the noise σ;
+//! - [`excursion`]: runs of bins far from the baseline (spikes, dips, short
+//!   level shifts, short leaks), and spikes only the bins' maxima show;
+//! - [`shift`]: level shifts longer than the baseline window;
+//! - [`stuck`], [`dropout`]: a repeated value, missing samples;
+//! - [`leak`]: slow leaks against the fleet (off by default);
+//! - [`score`]: scores, severities and the words for how unusual a peak is.
+//!
+//! Thresholds are floors raised by the series' own tail at the stated risk
+//! (`Params::risk`, `stats::Tail`): a series whose noise is heavy-tailed needs
+//! a larger excursion to alarm.
+
+pub mod baseline;
+pub mod dropout;
+pub mod excursion;
+pub mod leak;
+pub mod score;
+pub mod shift;
+pub mod stuck;
+
+use std::collections::HashMap;
+
+use crate::analysis::params::Params;
+use crate::analysis::series::Series;
+use crate::stats::{median, Tail};
+
+use baseline::{Baseline, BaselineKind};
+
+/// What a window was compared with, for its explanation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Basis {
+    /// The series' baseline.
+    Baseline,
+    /// The bins' maxima (upward) or minima against their own rolling median.
+    Extremes { upward: bool },
+    /// The level before a step.
+    Before { bins: usize },
+    /// A value repeated; the longest repeat in the history before it (bins).
+    Repeat { value: f64, longest_before: usize },
+    /// Samples missing: the usual count per bin and the fraction received.
+    Missing { usual: f64, received: f64 },
+    /// The fleet's median curve (slow leaks).
+    Fleet,
+}
+
+/// A window of bins [a, b) with a kind; merged and scored later.
+#[derive(Clone, Debug)]
+pub struct Window {
+    pub a: usize,
+    pub b: usize,
+    pub kind: &'static str,
+    pub z: f64,
+    pub peak_i: usize,
+    pub typical: f64,
+    pub start_override: Option<i64>,
+    pub end_override: Option<i64>,
+    pub basis: Basis,
+    /// Per-bin rate at which this series' own noise reaches the peak (the
+    /// fitted tail), when a tail could be fitted.
+    pub rate: Option<f64>,
+}
+
+impl Window {
+    pub fn new(a: usize, b: usize, kind: &'static str, basis: Basis) -> Window {
+        Window {
+            a,
+            b,
+            kind,
+            z: 0.0,
+            peak_i: a,
+            typical: 0.0,
+            start_override: None,
+            end_override: None,
+            basis,
+            rate: None,
+        }
+    }
+    pub fn start_ts(&self, s: &Series) -> i64 {
+        self.start_override
+            .unwrap_or_else(|| s.ts[self.a.min(s.len() - 1)])
+    }
+    pub fn end_ts(&self, s: &Series) -> i64 {
+        self.end_override.unwrap_or_else(|| {
+            if self.b == 0 {
+                s.ts[0]
+            } else {
+                s.ts[(self.b - 1).min(s.len() - 1)] + s.width
+            }
+        })
+    }
+    /// Overlaps bins [a, b) (a dropout's empty index range counts as one bin).
+    pub fn covers(&self, a: usize, b: usize) -> bool {
+        self.a < b && a < self.b.max(self.a + 1)
+    }
+}
+
+fn priority(kind: &str) -> u8 {
+    match kind {
+        "stuck" => 7,
+        "dropout" => 6,
+        "leak" => 5,
+        "level_shift" => 4,
+        "noisy_neighbour" => 3,
+        "spike" | "dip" => 2,
+        _ => 1,
+    }
+}
+
+/// A detector's thresholds for one statistic: the floor, raised to the level
+/// the statistic's own upper tail exceeds at `q` per bin.
+#[derive(Clone, Copy, Debug)]
+pub struct Threshold {
+    pub tail: Option<Tail>,
+    pub level: f64,
+}
+
+impl Threshold {
+    pub fn new(stat: &[f64], floor: f64, q: f64) -> Threshold {
+        let tail = Tail::fit(stat);
+        // Without a tail (too few peaks above the high quantile u, typically
+        // because many bins sit at u): only values beyond u are unusual.
+        let level = match tail {
+            Some(t) => t.quantile(q).max(floor),
+            None => Tail::high_quantile(stat).map_or(floor, |u| floor.max(u * (1.0 + 1e-9) + 1e-9)),
+        };
+        Threshold { tail, level }
+    }
+    /// Per-bin rate of noise this extreme, from the tail.
+    pub fn rate(&self, x: f64) -> Option<f64> {
+        self.tail.map(|t| t.rate(x))
+    }
+}
+
+/// Everything the detectors of one series share.
+pub struct Ctx<'a> {
+    pub s: &'a Series,
+    pub p: &'a Params,
+    pub level: f64,
+    pub base: Baseline,
+    /// Residuals in σ, 0 on stuck bins.
+    pub z: Vec<f64>,
+    /// Bins of a stuck run (no excursion or step is judged there).
+    pub excluded: Vec<bool>,
+    /// Per-bin risk: `risk / bins`.
+    pub q: f64,
+}
+
+/// What one series' detection found, and its noise σ.
+pub struct Detected {
+    pub windows: Vec<Window>,
+    pub sigma: f64,
+    pub baseline: BaselineKind,
+    /// The series' median.
+    pub level: f64,
+}
+
+/// Detects anomalies in one series. `span` is the fleet's data span within
+/// the range (dropouts are judged there); `fleet_blocks` is the fleet's median
+/// block curve for the metric, for slow leaks.
+pub fn detect_series(
+    s: &Series,
+    p: &Params,
+    span: (i64, i64),
+    fleet_blocks: Option<&HashMap<i64, f64>>,
+    block: i64,
+) -> Detected {
+    let n = s.len();
+    let mut out = dropout::dropouts(s, p, span);
+    let level = median(&s.avg).unwrap_or(0.0);
+    if n < 2 * p.persist_bins + 10 {
+        return Detected {
+            windows: out,
+            sigma: baseline::noise_sigma(&[], level, p),
+            baseline: BaselineKind::Rolling { bins: 0 },
+            level,
+        };
+    }
+    let (stuck, excluded) = stuck::stuck(s, p);
+    out.extend(stuck);
+    let base = baseline::baseline(s, p);
+    let z: Vec<f64> = s
+        .avg
+        .iter()
+        .zip(&base.base)
+        .zip(&excluded)
+        .map(|((x, b), &e)| if e { 0.0 } else { (x - b) / base.sigma })
+        .collect();
+    let ctx = Ctx {
+        s,
+        p,
+        level,
+        q: p.risk / n as f64,
+        base,
+        z,
+        excluded,
+    };
+    out.extend(excursion::excursions(&ctx));
+    let spikes = excursion::extreme_spikes(&ctx, &out);
+    out.extend(spikes);
+    let shifts = shift::long_shifts(&ctx, &out);
+    out.extend(shifts);
+    if p.slow_leaks {
+        if let Some(fb) = fleet_blocks {
+            out.extend(leak::slow_leaks(&ctx, fb, block));
+        }
+    }
+    Detected {
+        windows: merge(s, out),
+        sigma: ctx.base.sigma,
+        baseline: ctx.base.kind,
+        level,
+    }
+}
+
+/// Merges overlapping or touching windows of one family; the higher-priority
+/// kind wins. A dropout or a stuck sensor stays its own finding even inside a
+/// longer excursion.
+fn merge(s: &Series, mut out: Vec<Window>) -> Vec<Window> {
+    let w = s.width;
+    out.sort_by_key(|x| (x.start_ts(s), x.end_ts(s)));
+    let family = |k: &str| match k {
+        "dropout" => 0,
+        "stuck" => 1,
+        _ => 2,
+    };
+    let mut merged: Vec<Window> = Vec::new();
+    for wdw in out {
+        // Sorted by start: the last window of a family is the one to extend.
+        if let Some(last) = merged
+            .iter_mut()
+            .rev()
+            .find(|m| family(m.kind) == family(wdw.kind))
+        {
+            if wdw.start_ts(s) <= last.end_ts(s) + 2 * w {
+                let (sa, sb) = (
+                    last.start_ts(s).min(wdw.start_ts(s)),
+                    last.end_ts(s).max(wdw.end_ts(s)),
+                );
+                let (a, b) = (last.a.min(wdw.a), last.b.max(wdw.b));
+                if priority(wdw.kind) > priority(last.kind) {
+                    *last = wdw;
+                }
+                last.a = a;
+                last.b = b;
+                last.start_override = Some(sa);
+                last.end_override = Some(sb);
+                continue;
+            }
+        }
+        merged.push(wdw);
+    }
+    merged
+}
