@@ -30,7 +30,7 @@ citus-env:
 # Runs when Citus is installed; REQUIRE_CITUS=1 (CI) makes its absence a
 # failure. One test at a time: a test holds transactions open and stops a
 # worker on purpose. Bins in native partitions (the coordinator does not
-# preload TimescaleDB).
+# preload TimescaleDB). The three servers are stopped afterwards.
 test-citus:
 	@if [ ! -f "$(CITUS_LIB)" ]; then \
 	    echo "skipped: Citus is not installed"; \
@@ -39,6 +39,7 @@ test-citus:
 	    $(MAKE) --no-print-directory install-release && bash scripts/citus.sh start && \
 	    eval "$$(bash scripts/citus.sh env)" && METRICAGG_BINS_ENGINE=native \
 	    cargo test -p metricagg-pipeline-tests --test citus -- --test-threads=1; \
+	    rc=$$?; bash scripts/citus.sh stop >/dev/null; exit $$rc; \
 	fi
 
 bench-citus:

@@ -28,11 +28,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
+# The old release's db.sh (run from a copy of that tree) must find this
+# cluster, not look for one under the copy.
+export METRICAGG_HOME="${METRICAGG_HOME:-$ROOT/.metricagg}"
 RELEASE=e48b597      # pg_metricagg 0.1.0 and its sql/ schemas
 RELEASE_DB_SH=8c4c993 # that release's scripts/db.sh, taught PG_CONFIG
 OLD_RAW=upgrade_old_raw OLD_ANA=upgrade_old_analytics
 NEW_RAW=upgrade_new_raw NEW_ANA=upgrade_new_analytics
 t0=$SECONDS
+# The samples' days: recent, inside every window (ingest, bins retention on
+# TimescaleDB, whose policy may run as soon as it is added) and before any
+# compression policy touches them.
+D1="$(date -u -d '2 days ago' +%F)"
+D2="$(date -u -d '1 day ago' +%F)"
 
 say() { printf 'test-upgrade: %s\n' "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
@@ -101,7 +109,7 @@ run_job() {
 }
 
 for pair in "$OLD_RAW:$OLD_ANA" "$NEW_RAW:$NEW_ANA"; do
-    load "${pair%:*}" '2025-03-01 22:00+00' '2025-03-02 02:00+00'
+    load "${pair%:*}" "$D1 22:00+00" "$D2 02:00+00"
     run_job "${pair#*:}"
 done
 [ "$(q "$OLD_ANA" "SELECT count(*) FROM metricagg.bins")" -gt 0 ] || die "the 0.1.0 job wrote no bins"
@@ -132,8 +140,8 @@ bash scripts/db.sh create-db analytics "$OLD_ANA" "$OLD_RAW" >/dev/null
 
 # --- 4. more data, late data, the job again ----------------------------------
 for pair in "$OLD_RAW:$OLD_ANA" "$NEW_RAW:$NEW_ANA"; do
-    load "${pair%:*}" '2025-03-02 02:00+00' '2025-03-02 05:00+00'      # a new day
-    load "${pair%:*}" '2025-03-01 23:10:05+00' '2025-03-01 23:40:05+00' # late, into written bins
+    load "${pair%:*}" "$D2 02:00+00" "$D2 05:00+00"      # a new day
+    load "${pair%:*}" "$D1 23:10:05+00" "$D1 23:40:05+00" # late, into written bins
     run_job "${pair#*:}"
 done
 
