@@ -13,7 +13,7 @@ use std::process::Command;
 
 use tokio_postgres::Client;
 
-use crate::{connect, count, env, unique, wait_for_horizon, with_db, Pipeline};
+use crate::{connect, count, env, texts, unique, wait_for_horizon, with_db, Pipeline};
 
 /// Shards per distributed table in the test databases: two per worker keeps
 /// their DDL quick; the job cannot tell the difference.
@@ -81,17 +81,6 @@ fn port_of(url: &str) -> u16 {
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
         .expect("URL has a port")
-}
-
-/// The first column of every row of a query without parameters, as text.
-pub async fn strings(client: &Client, sql: &str) -> Vec<String> {
-    client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// A worker of the cluster: its name in `scripts/citus.sh`, its Citus group
@@ -203,7 +192,7 @@ impl Citus {
 
     /// Servers that have bins, sorted.
     pub async fn servers_with_bins(&self) -> Vec<String> {
-        strings(
+        texts(
             &self.p.analytics,
             "SELECT DISTINCT server_id FROM metricagg.bins ORDER BY 1",
         )

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 
-use metricagg_pipeline_tests::citus::{citus, strings, Citus};
+use metricagg_pipeline_tests::citus::{citus, Citus};
 use metricagg_pipeline_tests::*;
 use tokio_postgres::Client;
 
@@ -52,7 +52,7 @@ async fn wait_until(client: &Client, sql: &str, what: &str) {
 #[tokio::test]
 async fn each_worker_logs_its_own_node_and_local_transaction_ids() {
     let c = Citus::new().await;
-    let layout = strings(
+    let layout = texts(
         &c.p.raw,
         "SELECT format('%s %s %s', logicalrelid, partmethod,
                        CASE partmethod WHEN 'h' THEN column_to_column_name(logicalrelid, partkey) ELSE '-' END)
@@ -87,7 +87,7 @@ async fn each_worker_logs_its_own_node_and_local_transaction_ids() {
     let servers = c.servers_on_each(3).await;
     // One statement through the coordinator, rows for both workers.
     insert_samples(&c.p.ingest, &servers, T0, 600, 1).await;
-    let misplaced = strings(
+    let misplaced = texts(
         &c.p.raw,
         "SELECT format('%s: node %s, shard on group %s', l.server_id, l.node, p.groupid)
          FROM metricagg.change_log l
@@ -98,7 +98,7 @@ async fn each_worker_logs_its_own_node_and_local_transaction_ids() {
     .await;
     assert!(misplaced.is_empty(), "{misplaced:?}");
     for w in &c.workers {
-        let xids = strings(
+        let xids = texts(
             &c.p.raw,
             &format!(
                 "SELECT DISTINCT xid::text FROM metricagg.change_log WHERE node = {}",
@@ -122,7 +122,7 @@ async fn each_worker_logs_its_own_node_and_local_transaction_ids() {
             );
         }
     }
-    let nodes = strings(
+    let nodes = texts(
         &c.p.raw,
         "SELECT string_agg(node::text, ',' ORDER BY node) FROM metricagg.snapshot_horizon",
     )
@@ -260,7 +260,7 @@ impl Drop for CoordinatorSettings {
 
 /// The prepared transactions of this database on a worker, as xids.
 async fn prepared_xids(w: &Client) -> Vec<u64> {
-    strings(
+    texts(
         w,
         "SELECT transaction::text FROM pg_prepared_xacts WHERE database = current_database()",
     )
@@ -288,7 +288,7 @@ async fn a_transaction_across_workers_is_aggregated_once_per_worker() {
         insert_samples(&tx, &[a[0], b[0]], T0 + 300, 600, 2).await;
         tx.commit().await.unwrap();
     }
-    let nodes = strings(
+    let nodes = texts(
         &c.p.raw,
         "SELECT DISTINCT node::text FROM metricagg.change_log ORDER BY 1",
     )
@@ -425,7 +425,7 @@ async fn a_worker_stopped_during_a_run_fails_it_cleanly() {
     let state = "SELECT format('%s bins, %s counted; marks %s', count(*), sum(count),
                                (SELECT string_agg(node || ':' || done_below, ' ' ORDER BY node) FROM metricagg.job_watermarks))
                  FROM metricagg.bins";
-    let before = strings(&c.p.analytics, state).await;
+    let before = texts(&c.p.analytics, state).await;
     let entries = c.log_entries().await;
 
     // Hold the run after it read the horizons and the log, before it reads
@@ -456,7 +456,7 @@ async fn a_worker_stopped_during_a_run_fails_it_cleanly() {
         "unclear error: {}",
         db_message(&err)
     );
-    assert_eq!(strings(&c.p.analytics, state).await, before);
+    assert_eq!(texts(&c.p.analytics, state).await, before);
 
     // While it is down, a run fails at once at the horizon.
     let job = c.p.job_client().await;
@@ -470,7 +470,7 @@ async fn a_worker_stopped_during_a_run_fails_it_cleanly() {
         "unclear error: {msg}"
     );
     assert!(!msg.contains("password"), "error leaks secrets: {msg}");
-    assert_eq!(strings(&c.p.analytics, state).await, before);
+    assert_eq!(texts(&c.p.analytics, state).await, before);
 
     c.start_worker(1).await;
     assert_eq!(c.log_entries().await, entries, "the raw log changed");
@@ -490,7 +490,7 @@ async fn the_job_aggregation_runs_on_the_workers() {
     let servers = c.servers_on_each(2).await;
     insert_samples(&c.p.ingest, &servers, T0, 900, 1).await;
     for w in &c.workers {
-        let settings = strings(
+        let settings = texts(
             &w.raw,
             "SELECT array_to_string(setconfig, ' ') FROM pg_db_role_setting
              WHERE setrole = 'metricagg_job'::regrole
@@ -521,7 +521,7 @@ async fn the_job_aggregation_runs_on_the_workers() {
                 .await
                 .unwrap()
                 .get(0);
-        let plan = strings(&c.p.job, &format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"))
+        let plan = texts(&c.p.job, &format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"))
             .await
             .join("\n");
         assert!(
@@ -538,7 +538,7 @@ async fn the_job_aggregation_runs_on_the_workers() {
             "{width}: not pushed to the coordinator:\n{plan}"
         );
         // What the coordinator does with that query.
-        let dist = strings(&job_raw, &format!("EXPLAIN (VERBOSE, COSTS OFF) {remote}")).await;
+        let dist = texts(&job_raw, &format!("EXPLAIN (VERBOSE, COSTS OFF) {remote}")).await;
         assert!(
             dist[0].starts_with("Custom Scan (Citus Adaptive)"),
             "{width}: the coordinator does more than gather:\n{}",
@@ -582,7 +582,7 @@ async fn fleet_wide_percentiles_equal_percentile_cont() {
     let c = Citus::new().await;
     let servers = c.servers_on_each(3).await;
     insert_samples(&c.p.ingest, &servers, T0, 1800, 7).await;
-    let per_metric = strings(
+    let per_metric = texts(
         &c.p.raw,
         "SELECT format('%s: p80 %s stats %s oracle %s %s %s %s %s', metric_type, p80(value), metricagg_stats(value),
                        percentile_cont(0.8) WITHIN GROUP (ORDER BY value), count(*), avg(value), min(value), max(value))
@@ -610,7 +610,7 @@ async fn fleet_wide_percentiles_equal_percentile_cont() {
     assert_eq!(groups.get::<_, i64>(0), 4 * 30, "metric-minutes");
     assert_eq!(groups.get::<_, i64>(1), 0, "fleet-wide minutes disagree");
     // Per server and metric the whole aggregate runs in the shards.
-    let plan = strings(
+    let plan = texts(
         &c.p.raw,
         "EXPLAIN (VERBOSE, COSTS OFF) SELECT server_id, metric_type, p80(value), metricagg_stats(value)
          FROM metricagg.samples GROUP BY 1, 2",
@@ -630,7 +630,7 @@ async fn fleet_wide_percentiles_equal_percentile_cont() {
     // Fleet-wide (per metric, across servers): every worker aggregates its
     // shards partially (pg_metricagg's varlena state crosses as text) and the
     // coordinator combines the partial states, for all three aggregates.
-    let plan = strings(
+    let plan = texts(
         &c.p.raw,
         "EXPLAIN (VERBOSE, COSTS OFF) SELECT metric_type, p80(value), metricagg_stats(value),
                 metricagg_percentile(value, 0.99) FROM metricagg.samples GROUP BY 1",
@@ -743,7 +743,7 @@ async fn retention_drops_distributed_partitions_once_processed() {
         .await;
         assert_eq!(left, 0, "{}: shards of the dropped day remain", w.name);
     }
-    let retired = strings(
+    let retired = texts(
         &c.p.raw,
         "SELECT server_id FROM metricagg.retired ORDER BY 1",
     )
@@ -805,7 +805,7 @@ async fn a_shard_move_keeps_every_change_exactly_once() {
         .get(0);
     assert_eq!(placed, to.node, "the change log did not move with samples");
     insert_samples(&c.p.ingest, &[s], T0 + 1200, 600, 3).await;
-    let nodes = strings(
+    let nodes = texts(
         &c.p.raw,
         "SELECT DISTINCT node::text FROM metricagg.change_log ORDER BY 1",
     )
