@@ -83,7 +83,7 @@ HOUR_CUTOFF="$(psql_admin postgres -Atc "SELECT date_trunc('hour', now() - inter
 explain_ms() { # query
     # The job role's settings in the raw database (sql/raw.sql).
     psql_admin "$RAW" -At -c "SET jit = off" -c "SET max_parallel_workers_per_gather = 0" \
-        -c "SET work_mem = '64MB'" -c "SET hash_mem_multiplier = 4" \
+        -c "SET work_mem = '64MB'" -c "SET hash_mem_multiplier = 4" -c "SET enable_sort = off" \
         -c "EXPLAIN (ANALYZE, TIMING OFF) $1" | grep -oP 'Execution Time: \K[0-9.]+'
 }
 direct_ms=""; groupby_ms=""

@@ -368,6 +368,12 @@ GRANT SELECT ON metricagg.schema_version TO metricagg_job;
 --   60 bins) that holds the span's values until the end of its input; the
 --   planner cannot estimate those groups and plans for spilling, so give it
 --   256 MB of hash memory (work_mem × hash_mem_multiplier) before it spills.
+-- * It assumes a tenth of the rows are groups, and for a few servers' late
+--   rows (hundreds of thousands of rows, a few hundred groups) then sorts the
+--   input by its text keys instead: enable_sort = off keeps the hash
+--   aggregate, faster at every size measured (600,000 late rows: 1.65 s
+--   against 2.84 s), and it spills to disk rather than exceed that memory.
+--   Nothing else the job runs here sorts.
 DO $do$
 BEGIN
     EXECUTE format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database());
@@ -376,6 +382,7 @@ BEGIN
     EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET cursor_tuple_fraction = 1', current_database());
     EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET work_mem = %L', current_database(), '64MB');
     EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET hash_mem_multiplier = 4', current_database());
+    EXECUTE format('ALTER ROLE metricagg_job IN DATABASE %I SET enable_sort = off', current_database());
 END
 $do$;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;

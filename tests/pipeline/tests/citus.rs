@@ -500,7 +500,8 @@ async fn the_job_aggregation_runs_on_the_workers() {
         assert!(
             settings.len() == 1
                 && settings[0].contains("max_parallel_workers_per_gather=0")
-                && settings[0].contains("hash_mem_multiplier=4"),
+                && settings[0].contains("hash_mem_multiplier=4")
+                && settings[0].contains("enable_sort=off"),
             "{}: the job's settings are not there: {settings:?}",
             w.name
         );
