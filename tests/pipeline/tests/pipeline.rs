@@ -77,7 +77,9 @@ async fn aggregation_is_pushed_down_through_postgres_fdw() {
     let remote: Vec<&str> = plan.lines().filter(|l| l.contains("Remote SQL")).collect();
     assert_eq!(remote.len(), 1, "one pass over raw:\n{plan}");
     assert_eq!(
-        remote[0].matches("metricagg_stats_by_bin_packed(ts, value,").count(),
+        remote[0]
+            .matches("metricagg_stats_by_bin_packed(ts, value,")
+            .count(),
         2,
         "{plan}"
     );
