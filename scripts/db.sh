@@ -80,6 +80,10 @@ write_preload() {
         echo "# written by scripts/db.sh at every start: do not edit"
         echo "shared_preload_libraries = '$want'"
         case "$want" in *timescaledb*) echo "timescaledb.telemetry_level = off" ;; esac
+        # Solid-state storage (what timescaledb-tune sets too): with the
+        # default 4 the planner sorts one server's bins rather than read
+        # them in the primary key's order (docs/operations.md).
+        echo "random_page_cost = 1.1"
     } | as_pg tee "$conf" >/dev/null
 }
 

@@ -62,6 +62,7 @@ cron.database_name = '$3'
 cron.use_background_workers = on
 max_worker_processes = 24
 jit = off
+random_page_cost = 1.1
 EOC
     as_pg "$B/pg_ctl" -D "$W/$1" -l "$W/$1.log" -w start >/dev/null || { cat "$W/$1.log" >&2; fail "$1 server did not start"; }
     as_pg psql -X -q -h "$W/run" -p "$2" -U postgres -d postgres -c "ALTER ROLE postgres PASSWORD 'admin-test'" -c "CREATE DATABASE $3"
