@@ -51,34 +51,30 @@ fn unkey(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
-/// Windows up to this many keys find the incoming key's slot by walking from
-/// the outgoing one's (moving the keys in between as they go); larger ones
-/// binary-search it and move the keys with one `copy_within`. Measured on
-/// one-minute series: the walk is faster up to a window of about 50.
+/// Windows up to this many keys move the outgoing key to the incoming one's
+/// place by walking (insertion-sort steps, its position tracked); larger ones
+/// binary-search both places and move the keys between with one
+/// `copy_within`. Measured on one-minute series (`bench_analysis`): the walk
+/// is faster up to a window of about 50.
 const WALK_MAX_WINDOW: usize = 49;
 
 /// Centred rolling median with half-width `h` (window 2h+1, truncated at the
-/// edges). A sorted window of order-preserving keys: each step finds the
-/// outgoing value's slot (binary search, O(log h)) and moves it to the
-/// incoming value's place, shifting the keys between them: O(n·h) in the worst
-/// case, with a small constant for the windows used here (the shift is a
-/// memory move of the keys between the two ranks). Gives exactly the median
-/// of each window under `f64::total_cmp` (the two middle values' mean for an
-/// even window), as sorting every window would.
+/// edges). A sorted window of order-preserving keys: each step moves the
+/// outgoing value's slot to the incoming value's place, shifting the keys
+/// between them, O(n·h) in the worst case with a small constant for the
+/// windows used here. Gives exactly the median of each window under
+/// `f64::total_cmp` (the two middle values' mean for an even window), as
+/// sorting every window would.
 pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
+    if 2 * h + 1 <= WALK_MAX_WINDOW {
+        return rolling_median_walk(xs, h);
+    }
     let n = xs.len();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
-    let median = |win: &[u64]| {
-        let k = win.len();
-        if k % 2 == 1 {
-            unkey(win[k / 2])
-        } else {
-            (unkey(win[k / 2 - 1]) + unkey(win[k / 2])) / 2.0
-        }
-    };
+    let median = window_median;
     // The slot of `k` in the sorted window: the first key not below it.
     let slot = |win: &[u64], k: u64| win.partition_point(|&y| y < k);
     let mut win: Vec<u64> = Vec::with_capacity(2 * h + 2);
@@ -96,23 +92,7 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
                 let old = key(xs[i - h]);
                 let new = key(xs[add]);
                 let r = slot(&win, old);
-                if win.len() <= WALK_MAX_WINDOW {
-                    // Insertion-sort step from the outgoing key's slot.
-                    let w = win.as_mut_slice();
-                    let mut p = r;
-                    if new >= old {
-                        while p + 1 < w.len() && w[p + 1] < new {
-                            w[p] = w[p + 1];
-                            p += 1;
-                        }
-                    } else {
-                        while p > 0 && w[p - 1] >= new {
-                            w[p] = w[p - 1];
-                            p -= 1;
-                        }
-                    }
-                    w[p] = new;
-                } else if new >= old {
+                if new >= old {
                     let p = r + slot(&win[r + 1..], new);
                     win.copy_within(r + 1..=p, r);
                     win[p] = new;
@@ -129,6 +109,95 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
             (false, true) => {
                 let r = slot(&win, key(xs[i - h]));
                 win.remove(r);
+            }
+            (false, false) => {}
+        }
+    }
+    out
+}
+
+/// The median of a sorted window of keys (not empty).
+#[inline(always)]
+fn window_median(win: &[u64]) -> f64 {
+    let k = win.len();
+    if k % 2 == 1 {
+        unkey(win[k / 2])
+    } else {
+        (unkey(win[k / 2 - 1]) + unkey(win[k / 2])) / 2.0
+    }
+}
+
+/// `rolling_median` for small windows: value j lives in ring slot j mod
+/// (2h+1), and `pos` tracks each slot's place in the sorted window, so the
+/// outgoing key is found without a search; the incoming key, which takes the
+/// same slot, walks from there to its place.
+fn rolling_median_walk(xs: &[f64], h: usize) -> Vec<f64> {
+    let n = xs.len();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let cap = 2 * h + 1;
+    let mut win: Vec<u64> = Vec::with_capacity(cap);
+    // the ring slot of each place, and the place of each ring slot
+    let mut ring: Vec<usize> = Vec::with_capacity(cap);
+    let mut pos: Vec<usize> = vec![0; cap];
+    let reindex = |ring: &[usize], pos: &mut [usize], from: usize| {
+        for (p, &r) in ring.iter().enumerate().skip(from) {
+            pos[r] = p;
+        }
+    };
+    // window for i is [i-h, i+h] ∩ [0, n)
+    for (j, &x) in xs.iter().enumerate().take(h.min(n - 1) + 1) {
+        let k = key(x);
+        let p = win.partition_point(|&y| y < k);
+        win.insert(p, k);
+        ring.insert(p, j % cap);
+        reindex(&ring, &mut pos, p);
+    }
+    for i in 0..n {
+        out.push(window_median(&win));
+        let add = i + h + 1;
+        match (add < n, i >= h) {
+            (true, true) => {
+                // xs[add] replaces xs[i - h] in the same slot
+                let slot = add % cap;
+                let new = key(xs[add]);
+                let mut p = pos[slot];
+                let len = win.len();
+                if new >= win[p] {
+                    while p + 1 < len && win[p + 1] < new {
+                        win[p] = win[p + 1];
+                        let r = ring[p + 1];
+                        ring[p] = r;
+                        pos[r] = p;
+                        p += 1;
+                    }
+                } else {
+                    while p > 0 && win[p - 1] >= new {
+                        win[p] = win[p - 1];
+                        let r = ring[p - 1];
+                        ring[p] = r;
+                        pos[r] = p;
+                        p -= 1;
+                    }
+                }
+                win[p] = new;
+                ring[p] = slot;
+                pos[slot] = p;
+            }
+            (true, false) => {
+                let k = key(xs[add]);
+                let p = win.partition_point(|&y| y < k);
+                win.insert(p, k);
+                ring.insert(p, add % cap);
+                reindex(&ring, &mut pos, p);
+            }
+            (false, true) => {
+                let r = pos[(i - h) % cap];
+                win.remove(r);
+                ring.remove(r);
+                reindex(&ring, &mut pos, r);
             }
             (false, false) => {}
         }
