@@ -66,7 +66,8 @@ const WALK_MAX_WINDOW: usize = 49;
 /// `f64::total_cmp` (the two middle values' mean for an even window), as
 /// sorting every window would.
 pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
-    if 2 * h + 1 <= WALK_MAX_WINDOW {
+    // a window of 2h + 1 keys, at most WALK_MAX_WINDOW
+    if 2 * h < WALK_MAX_WINDOW {
         return rolling_median_walk(xs, h);
     }
     let n = xs.len();
