@@ -15,7 +15,9 @@
 # The service takes one pooled connection per request (issue 12), so a cold
 # fetch is one backend's work, in parallel workers where PostgreSQL can.
 #
-# Settings: BENCH_SECONDS (20), BENCH_CONNECTIONS (1), BENCH_PORT (3918).
+# Settings: BENCH_SECONDS (20), BENCH_CONNECTIONS (1), BENCH_PORT (3918),
+# BENCH_API_BIN (an insights-api binary to measure instead of building this
+# tree's release one: before/after comparisons under the same conditions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,9 +36,18 @@ bash scripts/db.sh start
 eval "$(bash scripts/db.sh env)"
 ADMIN_URL="${ANALYTICS_DATABASE_URL%/*}/$DB"
 have="$(psql -X -At "$ANALYTICS_DATABASE_URL" -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")"
+# The bins' month gets its partition before they are written, as the job's
+# metricagg.ensure_bin_partition does in production (native storage; a
+# hypertable makes its own chunks and the call returns false). Prints t when
+# it created one.
+partition_month() {
+    psql -X -At "$ADMIN_URL" -c "SELECT metricagg.ensure_bin_partition(timestamptz '$START')"
+}
 if [ "$have" = 1 ]; then
     bash scripts/db.sh create-db analytics "$DB" >/dev/null # current extension and schema
     rows="$(psql -X -At "$ADMIN_URL" -c "SELECT count(*) FROM metricagg.bins WHERE width = '1 minute'")"
+    # built before the bins had their month's partition: build it again
+    [ "$(partition_month)" != t ] || rows=0
 else
     rows=0
 fi
@@ -44,6 +55,7 @@ if [ "$rows" != 288000 ]; then
     echo "bench-api: building $DB (288,000 one-minute bins)" >&2
     psql -X -q "$ANALYTICS_DATABASE_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
     bash scripts/db.sh create-db analytics "$DB" >/dev/null
+    partition_month >/dev/null
     # Daily cycle, a per-server level, noise; a few spikes and level shifts.
     psql -X -q "$ADMIN_URL" <<'SQL'
 INSERT INTO metricagg.bins (server_id, metric_type, width, ts, count, avg, min, max, p80)
@@ -64,7 +76,8 @@ SQL
 fi
 
 echo "bench-api: bins storage: $(psql -X -At "$ADMIN_URL" -c "SELECT metricagg.bins_storage()"); load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
-cargo build --release -p insights-api --bin insights-api >&2
+BIN="${BENCH_API_BIN:-./target/release/insights-api}"
+[ -n "${BENCH_API_BIN:-}" ] || cargo build --release -p insights-api --bin insights-api >&2
 API_URL="${API_DATABASE_URL%/*}/$DB"
 URL="http://127.0.0.1:$PORT/insights?start=$START&end=$END"
 PID=""
@@ -76,7 +89,7 @@ trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null || true' EXIT
 # "p50 p99 rps" on stdout.
 measure() {
     BIND="127.0.0.1:$PORT" API_DATABASE_URL="$API_URL" LLM_MODE=mock RUST_LOG=warn CACHE_MAX_BINS="$1" \
-        ./target/release/insights-api >/tmp/bench-api-server.log 2>&1 &
+        "$BIN" >/tmp/bench-api-server.log 2>&1 &
     PID=$!
     for _ in $(seq 1 50); do
         curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break

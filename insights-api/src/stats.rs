@@ -51,24 +51,31 @@ fn unkey(k: u64) -> f64 {
     f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
 }
 
+/// Windows up to this many keys move the outgoing key to the incoming one's
+/// place by walking (insertion-sort steps, its position tracked); larger ones
+/// binary-search both places and move the keys between with one
+/// `copy_within`. Measured on one-minute series (`bench_analysis`): the walk
+/// is faster up to a window of about 50.
+const WALK_MAX_WINDOW: usize = 49;
+
 /// Centred rolling median with half-width `h` (window 2h+1, truncated at the
 /// edges). A sorted window of order-preserving keys: each step moves the
-/// outgoing value's slot to the incoming value's place with one shift of the
-/// keys between them, O(n·h) with a small constant for the windows used here.
+/// outgoing value's slot to the incoming value's place, shifting the keys
+/// between them, O(n·h) in the worst case with a small constant for the
+/// windows used here. Gives exactly the median of each window under
+/// `f64::total_cmp` (the two middle values' mean for an even window), as
+/// sorting every window would.
 pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
+    // a window of 2h + 1 keys, at most WALK_MAX_WINDOW
+    if 2 * h < WALK_MAX_WINDOW {
+        return rolling_median_walk(xs, h);
+    }
     let n = xs.len();
     let mut out = Vec::with_capacity(n);
     if n == 0 {
         return out;
     }
-    let median = |win: &[u64]| {
-        let k = win.len();
-        if k % 2 == 1 {
-            unkey(win[k / 2])
-        } else {
-            (unkey(win[k / 2 - 1]) + unkey(win[k / 2])) / 2.0
-        }
-    };
+    let median = window_median;
     // The slot of `k` in the sorted window: the first key not below it.
     let slot = |win: &[u64], k: u64| win.partition_point(|&y| y < k);
     let mut win: Vec<u64> = Vec::with_capacity(2 * h + 2);
@@ -103,6 +110,95 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
             (false, true) => {
                 let r = slot(&win, key(xs[i - h]));
                 win.remove(r);
+            }
+            (false, false) => {}
+        }
+    }
+    out
+}
+
+/// The median of a sorted window of keys (not empty).
+#[inline(always)]
+fn window_median(win: &[u64]) -> f64 {
+    let k = win.len();
+    if k % 2 == 1 {
+        unkey(win[k / 2])
+    } else {
+        (unkey(win[k / 2 - 1]) + unkey(win[k / 2])) / 2.0
+    }
+}
+
+/// `rolling_median` for small windows: value j lives in ring slot j mod
+/// (2h+1), and `pos` tracks each slot's place in the sorted window, so the
+/// outgoing key is found without a search; the incoming key, which takes the
+/// same slot, walks from there to its place.
+fn rolling_median_walk(xs: &[f64], h: usize) -> Vec<f64> {
+    let n = xs.len();
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return out;
+    }
+    let cap = 2 * h + 1;
+    let mut win: Vec<u64> = Vec::with_capacity(cap);
+    // the ring slot of each place, and the place of each ring slot
+    let mut ring: Vec<usize> = Vec::with_capacity(cap);
+    let mut pos: Vec<usize> = vec![0; cap];
+    let reindex = |ring: &[usize], pos: &mut [usize], from: usize| {
+        for (p, &r) in ring.iter().enumerate().skip(from) {
+            pos[r] = p;
+        }
+    };
+    // window for i is [i-h, i+h] ∩ [0, n)
+    for (j, &x) in xs.iter().enumerate().take(h.min(n - 1) + 1) {
+        let k = key(x);
+        let p = win.partition_point(|&y| y < k);
+        win.insert(p, k);
+        ring.insert(p, j % cap);
+        reindex(&ring, &mut pos, p);
+    }
+    for i in 0..n {
+        out.push(window_median(&win));
+        let add = i + h + 1;
+        match (add < n, i >= h) {
+            (true, true) => {
+                // xs[add] replaces xs[i - h] in the same slot
+                let slot = add % cap;
+                let new = key(xs[add]);
+                let mut p = pos[slot];
+                let len = win.len();
+                if new >= win[p] {
+                    while p + 1 < len && win[p + 1] < new {
+                        win[p] = win[p + 1];
+                        let r = ring[p + 1];
+                        ring[p] = r;
+                        pos[r] = p;
+                        p += 1;
+                    }
+                } else {
+                    while p > 0 && win[p - 1] >= new {
+                        win[p] = win[p - 1];
+                        let r = ring[p - 1];
+                        ring[p] = r;
+                        pos[r] = p;
+                        p -= 1;
+                    }
+                }
+                win[p] = new;
+                ring[p] = slot;
+                pos[slot] = p;
+            }
+            (true, false) => {
+                let k = key(xs[add]);
+                let p = win.partition_point(|&y| y < k);
+                win.insert(p, k);
+                ring.insert(p, add % cap);
+                reindex(&ring, &mut pos, p);
+            }
+            (false, true) => {
+                let r = pos[(i - h) % cap];
+                win.remove(r);
+                ring.remove(r);
+                reindex(&ring, &mut pos, r);
             }
             (false, false) => {}
         }
@@ -179,8 +275,10 @@ pub fn theil_sen(x: &[f64], y: &[f64], z: f64) -> Option<SenFit> {
         return None;
     }
     // Order statistics by selection (O(m)) rather than a full sort.
-    let nth =
-        |v: &mut Vec<f64>, k: usize| -> f64 { *v.select_nth_unstable_by(k, f64::total_cmp).1 };
+    fn nth_in(v: &mut [f64], k: usize) -> f64 {
+        *v.select_nth_unstable_by(k, f64::total_cmp).1
+    }
+    let nth = |v: &mut Vec<f64>, k: usize| -> f64 { nth_in(v, k) };
     let slope = if m % 2 == 1 {
         nth(&mut slopes, m / 2)
     } else {
@@ -198,15 +296,25 @@ pub fn theil_sen(x: &[f64], y: &[f64], z: f64) -> Option<SenFit> {
     let hi_rank = ((m as f64 + c) / 2.0).ceil();
     // With too few points for the requested confidence the interval is
     // unbounded on that side, so it can never exclude zero by accident.
+    // The selection of m/2 left the slopes partitioned around it: the other
+    // order statistics are selected within the side they are on.
+    let mid = m / 2;
+    let mut beside_mid = |k: usize| -> f64 {
+        match k.cmp(&mid) {
+            std::cmp::Ordering::Less => nth_in(&mut slopes[..mid], k),
+            std::cmp::Ordering::Equal => slopes[mid],
+            std::cmp::Ordering::Greater => nth_in(&mut slopes[mid + 1..], k - mid - 1),
+        }
+    };
     let slope_lo = if lo_rank < 1.0 {
         f64::NEG_INFINITY
     } else {
-        nth(&mut slopes, lo_rank as usize - 1)
+        beside_mid(lo_rank as usize - 1)
     };
     let slope_hi = if hi_rank > m as f64 {
         f64::INFINITY
     } else {
-        nth(&mut slopes, (hi_rank as usize).max(1) - 1)
+        beside_mid((hi_rank as usize).max(1) - 1)
     };
     let mut resid: Vec<f64> = (0..n).map(|i| y[i] - slope * x[i]).collect();
     let intercept = median_in_place(&mut resid);
@@ -275,38 +383,60 @@ fn gpd_by_quantiles(y: &[f64]) -> (f64, f64) {
         let (i, t) = (x.floor() as usize, x.fract());
         y[i] + t * (y[(i + 1).min(y.len() - 1)] - y[i])
     };
-    let levels: Vec<(f64, f64)> = (1..=6)
-        .map(|k| k as f64 / 10.0)
-        .map(|f| (f, q(f)))
-        .collect();
-    let h = |xi: f64, f: f64| {
+    let xs: [f64; 6] = std::array::from_fn(|k| q(GPD_LEVELS[k]));
+    // (sum of squares, xi, beta) for one shape, from h at each level
+    let fit = |xi: f64, hs: &[f64; 6]| {
+        let hh: f64 = hs.iter().map(|h| h.powi(2)).sum();
+        let hx: f64 = hs.iter().zip(&xs).map(|(h, x)| h * x).sum();
+        let beta = (hx / hh).max(f64::MIN_POSITIVE);
+        let ss: f64 = hs
+            .iter()
+            .zip(&xs)
+            .map(|(h, x)| (x - beta * h).powi(2))
+            .sum();
+        (ss, xi, beta)
+    };
+    let min = |a: &(f64, f64, f64), b: &(f64, f64, f64)| a.0.total_cmp(&b.0);
+    // The coarse grid's h values are the same for every fit: computed once.
+    let coarse = gpd_coarse_grid()
+        .iter()
+        .map(|(xi, hs)| fit(*xi, hs))
+        .min_by(min)
+        .expect("a grid of shapes");
+    let lo = (coarse.1 - 0.05).max(-0.5);
+    let fine = (0..=20)
+        .map(|k| lo + k as f64 * 0.005)
+        .map(|xi| fit(xi, &gpd_h(xi)))
+        .min_by(min)
+        .expect("a grid of shapes");
+    let xi = fine.1.clamp(-0.5, 0.5);
+    (xi, fit(xi, &gpd_h(xi)).2)
+}
+
+/// The levels F whose excess quantiles the GPD fit matches.
+const GPD_LEVELS: [f64; 6] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
+
+/// h(F) = ((1 − F)^−ξ − 1)/ξ (−ln(1 − F) at ξ = 0) at each of `GPD_LEVELS`.
+fn gpd_h(xi: f64) -> [f64; 6] {
+    std::array::from_fn(|k| {
+        let f = GPD_LEVELS[k];
         if xi.abs() < 1e-9 {
             -(1.0 - f).ln()
         } else {
             ((1.0 - f).powf(-xi) - 1.0) / xi
         }
-    };
-    // (sum of squares, xi, beta) for one shape
-    let fit = |xi: f64| {
-        let hh: f64 = levels.iter().map(|&(f, _)| h(xi, f).powi(2)).sum();
-        let hx: f64 = levels.iter().map(|&(f, x)| h(xi, f) * x).sum();
-        let beta = (hx / hh).max(f64::MIN_POSITIVE);
-        let ss: f64 = levels
-            .iter()
-            .map(|&(f, x)| (x - beta * h(xi, f)).powi(2))
-            .sum();
-        (ss, xi, beta)
-    };
-    let best = |lo: f64, step: f64, steps: usize| {
-        (0..=steps)
-            .map(|k| fit(lo + k as f64 * step))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .expect("a grid of shapes")
-    };
-    let coarse = best(-0.5, 0.05, 20);
-    let fine = best((coarse.1 - 0.05).max(-0.5), 0.005, 20);
-    let xi = fine.1.clamp(-0.5, 0.5);
-    (xi, fit(xi).2)
+    })
+}
+
+/// The coarse grid of shapes, −0.5 to 0.5 by 0.05, with h at each level.
+fn gpd_coarse_grid() -> &'static [(f64, [f64; 6]); 21] {
+    static GRID: std::sync::OnceLock<[(f64, [f64; 6]); 21]> = std::sync::OnceLock::new();
+    GRID.get_or_init(|| {
+        std::array::from_fn(|k| {
+            let xi = -0.5 + k as f64 * 0.05;
+            (xi, gpd_h(xi))
+        })
+    })
 }
 
 impl Tail {
@@ -434,6 +564,195 @@ mod tests {
                 let hi = (i + h + 1).min(xs.len());
                 assert_eq!(*g, naive_median(&xs[lo..hi]), "h={h} i={i}");
             }
+        }
+    }
+
+    /// Values for property tests: few distinct values (ties) or many,
+    /// with signed zeros, infinities and NaNs of both signs mixed in.
+    fn awkward(state: &mut u64, n: usize) -> Vec<f64> {
+        let distinct = 1 + (uniform(state) * 4.0) as u64 * 40; // 1, 41, 81 or 121
+        let specials = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            -f64::NAN,
+        ];
+        let special_rate = [0.0, 0.02, 0.2][(uniform(state) * 3.0) as usize];
+        (0..n)
+            .map(|_| {
+                if uniform(state) < special_rate {
+                    specials[(uniform(state) * 6.0) as usize]
+                } else {
+                    ((uniform(state) * distinct as f64) as u64) as f64 / 4.0 - 10.0
+                }
+            })
+            .collect()
+    }
+
+    /// Bit-for-bit equality (a NaN equals the same NaN).
+    fn same(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    #[test]
+    fn rolling_median_property_equals_sorting_every_window() {
+        let naive = |xs: &[f64], h: usize| -> Vec<f64> {
+            (0..xs.len())
+                .map(|i| naive_median(&xs[i.saturating_sub(h)..(i + h + 1).min(xs.len())]))
+                .collect::<Vec<f64>>()
+        };
+        let mut state = 2026u64;
+        for case in 0..3000 {
+            let n = (uniform(&mut state) * 260.0) as usize;
+            // both window strategies (walk and binary search), windows
+            // longer than the series, and h = 0
+            let h = match case % 4 {
+                0 => (uniform(&mut state) * 8.0) as usize,
+                1 => (uniform(&mut state) * 60.0) as usize,
+                2 => 20 + (uniform(&mut state) * 10.0) as usize,
+                _ => (uniform(&mut state) * 300.0) as usize,
+            };
+            let xs = awkward(&mut state, n);
+            let want = naive(&xs, h);
+            assert!(
+                same(&rolling_median(&xs, h), &want),
+                "case {case} n={n} h={h} {xs:?}"
+            );
+            // fixed: interior as above, the edges the first and last full window's
+            let mut fixed = want.clone();
+            if n > 2 * h + 1 {
+                for i in 0..h {
+                    fixed[i] = want[h];
+                    fixed[n - 1 - i] = want[n - 1 - h];
+                }
+            }
+            assert!(
+                same(&rolling_median_fixed(&xs, h), &fixed),
+                "case {case} n={n} h={h}"
+            );
+        }
+    }
+
+    #[test]
+    fn theil_sen_property_equals_sorting_all_slopes() {
+        let mut state = 99u64;
+        for case in 0..400 {
+            let n = 3 + (uniform(&mut state) * 60.0) as usize;
+            let x: Vec<f64> = (0..n)
+                .map(|i| {
+                    if case % 3 == 0 {
+                        (i / 2) as f64
+                    } else {
+                        i as f64
+                    }
+                })
+                .collect();
+            let y: Vec<f64> = awkward(&mut state, n)
+                .into_iter()
+                .map(|v| if v.is_finite() { v } else { 1.0 })
+                .collect();
+            let z = [1.282, 1.96, 2.576][case % 3];
+            let Some(f) = theil_sen(&x, &y, z) else {
+                continue;
+            };
+            let mut s: Vec<f64> = Vec::new();
+            for i in 0..n {
+                for j in (i + 1)..n {
+                    if x[j] != x[i] {
+                        s.push((y[j] - y[i]) / (x[j] - x[i]));
+                    }
+                }
+            }
+            s.sort_by(f64::total_cmp);
+            let m = s.len();
+            assert_eq!(f.slope.to_bits(), naive_median(&s).to_bits(), "case {case}");
+            let c = z * (n as f64 * (n as f64 - 1.0) * (2.0 * n as f64 + 5.0) / 18.0).sqrt();
+            let (lo, hi) = (
+                ((m as f64 - c) / 2.0).floor(),
+                ((m as f64 + c) / 2.0).ceil(),
+            );
+            let want_lo = if lo < 1.0 {
+                f64::NEG_INFINITY
+            } else {
+                s[lo as usize - 1]
+            };
+            let want_hi = if hi > m as f64 {
+                f64::INFINITY
+            } else {
+                s[(hi as usize).max(1) - 1]
+            };
+            assert_eq!(f.slope_lo.to_bits(), want_lo.to_bits(), "case {case}");
+            assert_eq!(f.slope_hi.to_bits(), want_hi.to_bits(), "case {case}");
+        }
+    }
+
+    /// The GPD fit as first written (h recomputed in every sum, both grids
+    /// searched in full): the faster one must give the same bits.
+    fn gpd_by_quantiles_oracle(y: &[f64]) -> (f64, f64) {
+        let q = |f: f64| {
+            let x = f * (y.len() - 1) as f64;
+            let (i, t) = (x.floor() as usize, x.fract());
+            y[i] + t * (y[(i + 1).min(y.len() - 1)] - y[i])
+        };
+        let levels: Vec<(f64, f64)> = (1..=6)
+            .map(|k| k as f64 / 10.0)
+            .map(|f| (f, q(f)))
+            .collect();
+        let h = |xi: f64, f: f64| {
+            if xi.abs() < 1e-9 {
+                -(1.0 - f).ln()
+            } else {
+                ((1.0 - f).powf(-xi) - 1.0) / xi
+            }
+        };
+        let fit = |xi: f64| {
+            let hh: f64 = levels.iter().map(|&(f, _)| h(xi, f).powi(2)).sum();
+            let hx: f64 = levels.iter().map(|&(f, x)| h(xi, f) * x).sum();
+            let beta = (hx / hh).max(f64::MIN_POSITIVE);
+            let ss: f64 = levels
+                .iter()
+                .map(|&(f, x)| (x - beta * h(xi, f)).powi(2))
+                .sum();
+            (ss, xi, beta)
+        };
+        let best = |lo: f64, step: f64, steps: usize| {
+            (0..=steps)
+                .map(|k| fit(lo + k as f64 * step))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .expect("a grid of shapes")
+        };
+        let coarse = best(-0.5, 0.05, 20);
+        let fine = best((coarse.1 - 0.05).max(-0.5), 0.005, 20);
+        let xi = fine.1.clamp(-0.5, 0.5);
+        (xi, fit(xi).2)
+    }
+
+    #[test]
+    fn gpd_fit_property_equals_the_oracle() {
+        let mut state = 5u64;
+        for case in 0..2000 {
+            let n = 2 + (uniform(&mut state) * 80.0) as usize;
+            let shape = uniform(&mut state) * 1.6 - 0.8;
+            let mut y: Vec<f64> = (0..n)
+                .map(|_| {
+                    let u = uniform(&mut state);
+                    match case % 3 {
+                        // GPD by inversion, exponential, or ties
+                        0 if shape.abs() > 1e-3 => ((1.0 - u).powf(-shape) - 1.0) / shape,
+                        2 => (u * 4.0).floor(),
+                        _ => -(1.0 - u).ln(),
+                    }
+                })
+                .collect();
+            y.sort_by(f64::total_cmp);
+            let (a, b) = (gpd_by_quantiles(&y), gpd_by_quantiles_oracle(&y));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits()),
+                "case {case} {y:?}"
+            );
         }
     }
 
