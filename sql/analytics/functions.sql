@@ -299,11 +299,14 @@ BEGIN
         -- One predicate per distinct merged range, with the servers it
         -- covers (all servers when it covers many: recomputing a bin is
         -- idempotent, and a long IN list costs more per row than it saves).
-        -- It ships to the raw server inside the Remote SQL.
+        -- It ships to the raw server inside the Remote SQL. Ranges of all
+        -- servers come first: OR stops at the first true term, so most rows
+        -- never compare their server with a list (a full run of 10M rows
+        -- with 5 servers listed first spent ~2 s in those comparisons).
         SELECT string_agg(CASE WHEN cardinality(servers) > 16
                                THEN format('(ts >= %L AND ts < %L)', lo, hi)
                                ELSE format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))', lo, hi, servers)
-                          END, ' OR '),
+                          END, ' OR ' ORDER BY cardinality(servers) > 16 DESC, hi - lo DESC, lo),
                min(lo), max(hi)
           INTO pred, range_lo, range_hi
           FROM (SELECT lower(rng) AS lo, upper(rng) AS hi, array_agg(server_id ORDER BY server_id) AS servers
