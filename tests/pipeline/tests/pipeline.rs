@@ -24,15 +24,9 @@ async fn aggregation_is_pushed_down_through_postgres_fdw() {
             .await
             .unwrap()
             .get(0);
-        let plan: Vec<String> = p
-            .job
-            .query(&format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"), &[])
+        let plan = texts(&p.job, &format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"))
             .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let plan = plan.join("\n");
+            .join("\n");
         let remote = plan
             .lines()
             .find(|l| l.contains("Remote SQL"))
@@ -54,26 +48,16 @@ async fn aggregation_is_pushed_down_through_postgres_fdw() {
     }
     // Both widths in one pass: one Remote SQL with one FILTERed aggregate
     // per width, each width's own ranges.
-    let query: String = p
-        .job
-        .query_one(
-            "SELECT metricagg.bins_query('{1 minute, 1 hour}'::interval[], 'metricagg.raw_samples',
-                    ARRAY[$$ts >= '2025-11-15 10:00' AND ts < '2025-11-15 10:05'$$,
-                          $$ts >= '2025-11-15' AND ts < '2025-11-15 10:00' AND server_id = ANY ('{srv-1}')$$])",
-            &[],
-        )
+    let query = text(
+        &p.job,
+        "SELECT metricagg.bins_query('{1 minute, 1 hour}'::interval[], 'metricagg.raw_samples',
+                ARRAY[$$ts >= '2025-11-15 10:00' AND ts < '2025-11-15 10:05'$$,
+                      $$ts >= '2025-11-15' AND ts < '2025-11-15 10:00' AND server_id = ANY ('{srv-1}')$$])",
+    )
+    .await;
+    let plan = texts(&p.job, &format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"))
         .await
-        .unwrap()
-        .get(0);
-    let plan: Vec<String> = p
-        .job
-        .query(&format!("EXPLAIN (VERBOSE, COSTS OFF) {query}"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
+        .join("\n");
     let remote: Vec<&str> = plan.lines().filter(|l| l.contains("Remote SQL")).collect();
     assert_eq!(remote.len(), 1, "one pass over raw:\n{plan}");
     assert_eq!(
@@ -94,8 +78,9 @@ async fn aggregation_is_pushed_down_through_postgres_fdw() {
 /// Widths that nest (1 minute, 1 hour) share one pass over raw
 /// (local_source_without_fdw counts it); those that cannot (1 minute and 90
 /// seconds: neither divides the other; calendar months never share) get
-/// one pass each. (The oracle's date_bin has no months, so none here.) Either way the bins equal the oracle, and the
-/// summary counts the raw rows each pass read.
+/// one pass each. Either way the bins equal the oracle, and the summary
+/// counts the raw rows each pass read. (The oracle's date_bin has no
+/// months, so none here.)
 #[tokio::test]
 async fn widths_share_one_pass_over_raw_when_they_nest() {
     drop_earlier_test_databases().await;
@@ -137,24 +122,13 @@ async fn widths_share_one_pass_over_raw_when_they_nest() {
         .unwrap();
     insert_samples(&ingest, &[1, 2], T0, 600, 7).await;
     wait_for_horizon(&admin).await;
-    let summary: String = job
-        .query_one("SELECT metricagg_run_once()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let summary = text(&job, "SELECT metricagg_run_once()").await;
     // 2 servers x 600 s x 4 metrics = 4,800 rows, read by each width's pass.
     assert!(summary.contains("9600 raw rows read"), "{summary}");
     for width in ["1 minute=", "90 seconds="] {
         assert!(summary.contains(width), "{width}: {summary}");
     }
-    let diff: Vec<String> = admin
-        .query(ORACLE_DIFF, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(diff.is_empty(), "{diff:?}");
+    assert_bins_equal_oracle(&admin, "widths that nest and widths that do not").await;
 }
 
 /// (a) Random interleavings of inserts (current and late, several servers)
@@ -356,11 +330,7 @@ async fn raw_database_unreachable_then_back() {
         .await
         .unwrap();
     let job = p.job_client().await; // the failed connection is cached per session
-    let summary: String = job
-        .query_one("SELECT metricagg_run_once()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let summary = text(&job, "SELECT metricagg_run_once()").await;
     assert!(
         summary.contains("1 change-log entries") || summary.contains("2 change-log entries"),
         "{summary}"
@@ -539,24 +509,13 @@ async fn local_source_without_fdw() {
     let job = connect(&with_db(&env("JOB_DATABASE_URL"), &db)).await;
     insert_samples(&ingest, &[1, 2, 3], T0, 900, 1).await;
     wait_for_horizon(&admin).await;
-    let summary: String = job
-        .query_one("SELECT metricagg_run_once()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let summary = text(&job, "SELECT metricagg_run_once()").await;
     // 3 servers x 900 s x 4 metrics, read once for both widths (one pass).
     assert!(
         summary.contains("3 change-log entries") && summary.contains("10800 raw rows read"),
         "{summary}"
     );
-    let diff: Vec<String> = admin
-        .query(ORACLE_DIFF, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(diff.is_empty(), "{diff:?}");
+    assert_bins_equal_oracle(&admin, "local source").await;
 }
 
 /// Least privilege: each role can do its job and nothing else.
