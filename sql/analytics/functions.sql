@@ -252,7 +252,6 @@ DECLARE
     pass_widths interval[] := '{}';
     pass_preds  text[] := '{}';
     pass_fresh  boolean[] := '{}';
-    shared      integer[];
 BEGIN
     SELECT coalesce(sum(row_count), 0) INTO n_logged FROM pg_temp.metricagg_entries
     WHERE only_server IS NULL OR server_id = only_server;
@@ -302,7 +301,7 @@ BEGIN
         -- It ships to the raw server inside the Remote SQL. Ranges of all
         -- servers come first: OR stops at the first true term, so most rows
         -- never compare their server with a list (a full run of 10M rows
-        -- with 5 servers listed first spent ~2 s in those comparisons).
+        -- with 5 servers listed first spent ~1.3 s in those comparisons).
         SELECT string_agg(CASE WHEN cardinality(servers) > 16
                                THEN format('(ts >= %L AND ts < %L)', lo, hi)
                                ELSE format('(ts >= %L AND ts < %L AND server_id = ANY (%L::text[]))', lo, hi, servers)
@@ -320,28 +319,24 @@ BEGIN
         fresh := n_logged >= 100000
                  AND NOT EXISTS (SELECT 1 FROM metricagg.bins
                                  WHERE width = w AND ts >= range_lo AND ts < range_hi);
-        pass_widths := pass_widths || w;
-        pass_preds := pass_preds || pred;
-        pass_fresh := pass_fresh || fresh;
+        IF extract(month FROM w) <> 0 OR extract(year FROM w) <> 0 THEN
+            -- A calendar width shares no pass.
+            PERFORM metricagg.job_write(ARRAY[w], ARRAY[pred], fresh, src_samples);
+        ELSE
+            pass_widths := pass_widths || w;
+            pass_preds := pass_preds || pred;
+            pass_fresh := pass_fresh || fresh;
+        END IF;
     END LOOP;
 
-    -- One pass over raw for every width that can share it, one each for the
-    -- rest (calendar widths).
-    SELECT coalesce(array_agg(i ORDER BY i), '{}') INTO shared
-      FROM generate_subscripts(pass_widths, 1) i
-     WHERE extract(month FROM pass_widths[i]) = 0 AND extract(year FROM pass_widths[i]) = 0;
-    IF cardinality(shared) < 2 OR metricagg.pass_span((SELECT array_agg(pass_widths[i]) FROM unnest(shared) i)) IS NULL THEN
-        shared := '{}';
+    -- One pass over raw for the fixed widths when they nest, else one each.
+    IF cardinality(pass_widths) > 1 AND metricagg.pass_span(pass_widths) IS NOT NULL THEN
+        PERFORM metricagg.job_write(pass_widths, pass_preds, true = ALL (pass_fresh), src_samples);
     ELSE
-        PERFORM metricagg.job_write((SELECT array_agg(pass_widths[i] ORDER BY i) FROM unnest(shared) i),
-                                    (SELECT array_agg(pass_preds[i] ORDER BY i) FROM unnest(shared) i),
-                                    (SELECT bool_and(pass_fresh[i]) FROM unnest(shared) i),
-                                    src_samples);
+        FOR i IN 1 .. cardinality(pass_widths) LOOP
+            PERFORM metricagg.job_write(ARRAY[pass_widths[i]], ARRAY[pass_preds[i]], pass_fresh[i], src_samples);
+        END LOOP;
     END IF;
-    FOR i IN 1 .. coalesce(cardinality(pass_widths), 0) LOOP
-        CONTINUE WHEN i = ANY (shared);
-        PERFORM metricagg.job_write(ARRAY[pass_widths[i]], ARRAY[pass_preds[i]], pass_fresh[i], src_samples);
-    END LOOP;
 
     IF metricagg.bins_engine() = 'native' THEN
         -- (Dynamic SQL: a hypertable has no default partition to name.)
