@@ -28,6 +28,10 @@ pub struct Params {
     pub stuck_min_flat_bins: usize,
     /// Excursions up to this many bins are spikes; longer ones level shifts (or leaks).
     pub spike_max_bins: usize,
+    /// Excursions and shifts of one series fewer than this many bins apart
+    /// are one episode, reported as one anomaly (at the analysis width: 24
+    /// minutes of one-minute bins, a day of hourly ones).
+    pub episode_gap_bins: usize,
     /// Detect slow (hours-long) leaks against the fleet's median curve.
     pub slow_leaks: bool,
     /// Missing bins that make a dropout.
@@ -39,9 +43,11 @@ pub struct Params {
     /// fraction of its time grid) reports irregularly: its silences are
     /// reported as coverage, not as dropouts.
     pub dropout_regular_frac: f64,
-    /// Relative noise floor (fraction of the series median) for σ.
+    /// Relative noise floor: σ is at least this fraction of the series'
+    /// magnitude (`detect::baseline::sigma_floor`).
     pub rel_floor: f64,
-    /// Absolute noise floor for σ, in the metric's unit.
+    /// Absolute noise floor for σ, in percentage points, for percent metrics
+    /// only (no absolute floor fits every unit).
     pub abs_floor: f64,
     /// A seasonal profile is used only when it shrinks the residual noise σ
     /// to at most this fraction of the non-seasonal baseline's.
@@ -78,6 +84,7 @@ impl Default for Params {
             stuck_min_bins: 10,
             stuck_min_flat_bins: 2,
             spike_max_bins: 3,
+            episode_gap_bins: 24,
             slow_leaks: false,
             dropout_min_bins: 1,
             dropout_min_samples: 3.0,

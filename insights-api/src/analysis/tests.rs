@@ -55,6 +55,66 @@ fn spike_is_found_with_window_and_peak() {
 }
 
 #[test]
+fn excursions_close_together_are_one_episode() {
+    let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 7);
+    // two spikes 10 bins apart: one episode; a third 90 bins later: its own
+    for i in [600, 601, 612, 613, 700, 701] {
+        s.avg[i] += 30.0;
+    }
+    let an = run(vec![s]);
+    let a = anomalies_of(&an, "srv-1", "cpu");
+    assert_eq!(a.len(), 2, "{a:#?}");
+    assert_eq!(a[0].kind, "spike");
+    assert_eq!(a[0].start.timestamp(), T0 + 600 * 60);
+    assert_eq!(a[0].end.timestamp(), T0 + 614 * 60);
+    assert_eq!(a[1].start.timestamp(), T0 + 700 * 60);
+    assert_eq!(a[1].end.timestamp(), T0 + 702 * 60);
+    // the gap is a parameter: at 2 bins (touching only) the first episode splits
+    let p = Params {
+        episode_gap_bins: 2,
+        ..Params::default()
+    };
+    let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 7);
+    for i in [600, 601, 612, 613] {
+        s.avg[i] += 30.0;
+    }
+    let ds = Dataset {
+        width: 60,
+        series: vec![s],
+    };
+    let an = analyse(&ds, (T0, T0 + 86400), None, &p);
+    assert_eq!(
+        anomalies_of(&an, "srv-1", "cpu").len(),
+        2,
+        "{:#?}",
+        an.anomalies
+    );
+}
+
+#[test]
+fn small_valued_series_are_judged_in_their_own_unit() {
+    // a price around 0.1 with noise of 0.002: a dip of 0.05 is 25σ (an
+    // absolute σ floor of 0.05 would have made it 1σ)
+    let mut s = day("srv-1", "cpc", T0, 0.0, 0.0, 3);
+    let mut rng = Rng(11);
+    for v in s.avg.iter_mut() {
+        *v = 0.1 + 0.002 * rng.normal();
+    }
+    s.min = s.avg.clone();
+    s.max = s.avg.clone();
+    for i in 800..803 {
+        s.avg[i] -= 0.05;
+        s.min[i] -= 0.05;
+    }
+    let an = run(vec![s]);
+    let a = anomalies_of(&an, "srv-1", "cpc");
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].kind, "dip");
+    assert_eq!(a[0].start.timestamp(), T0 + 800 * 60);
+    assert!(a[0].z < -10.0, "{a:#?}");
+}
+
+#[test]
 fn single_bin_blip_below_persistence_threshold_is_ignored() {
     let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 9);
     s.avg[700] += 6.0; // about 6σ, one bin: below z_single

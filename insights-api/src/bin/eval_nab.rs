@@ -258,10 +258,12 @@ async fn insights(base: &str, f: &File) -> Result<(Vec<Det>, f64), String> {
             start: s,
             end: e,
             what: format!(
-                "{} score {} z {}",
+                "{} score {} z {} return_days {} minutes {}",
                 a["kind"].as_str().unwrap_or("?"),
                 a["score"],
-                a["z"]
+                a["z"],
+                a["return_period_days"],
+                a["duration_minutes"]
             ),
         });
     }
@@ -360,6 +362,17 @@ fn score(f: &File, dets: &[Det], who: &str, verbose: bool) -> Score {
                 utc(w.0).format("%Y-%m-%d %H:%M"),
                 utc(w.1).format("%Y-%m-%d %H:%M"),
                 if hit { "found" } else { "MISSED" }
+            );
+        }
+        for d in scored
+            .iter()
+            .filter(|d| f.windows.iter().any(|w| overlaps(d, w)))
+        {
+            println!(
+                "  {who:<5} detection {} .. {} {}",
+                utc(d.start).format("%Y-%m-%d %H:%M"),
+                utc(d.end).format("%Y-%m-%d %H:%M"),
+                d.what
             );
         }
         for d in &fa {

@@ -8,7 +8,7 @@
 //! baseline), so an aseasonal series keeps the rolling median.
 
 use crate::analysis::params::Params;
-use crate::analysis::series::Series;
+use crate::analysis::series::{is_percent, Series};
 use crate::stats::{mad, median, median_in_place, rolling_median_fixed, MAD_TO_SIGMA};
 
 const DAY: i64 = 86_400;
@@ -111,10 +111,35 @@ pub struct Baseline {
 }
 
 /// Robust noise σ of a series: 1.4826 × MAD of the residuals from its
-/// baseline, floored so that flat series do not turn noise into anomalies.
-pub fn noise_sigma(resid: &[f64], level: f64, p: &Params) -> f64 {
-    let raw = mad(resid).unwrap_or(0.0) * MAD_TO_SIGMA;
-    raw.max(p.rel_floor * level.abs()).max(p.abs_floor)
+/// baseline, at least `floor` (`sigma_floor`) so that flat series do not turn
+/// noise into anomalies.
+pub fn noise_sigma(resid: &[f64], floor: f64) -> f64 {
+    (mad(resid).unwrap_or(0.0) * MAD_TO_SIGMA).max(floor)
+}
+
+/// The smallest noise σ a series of `metric` with values `xs` is judged
+/// with, in its own unit: `rel_floor` of its magnitude (the larger of its
+/// median and a tenth of its 99th percentile of |x|, so that a series that
+/// mostly sits at zero is judged on the size of what it does when it moves),
+/// and for percentages `abs_floor` points. No absolute floor applies to other
+/// units: 0.05 is noise in bytes per second and half the level of a price.
+pub fn sigma_floor(metric: &str, xs: &[f64], p: &Params) -> f64 {
+    let mut mags: Vec<f64> = xs
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|x| x.abs())
+        .collect();
+    let level = median(xs).unwrap_or(0.0).abs();
+    let high = if mags.is_empty() {
+        0.0
+    } else {
+        let k = ((mags.len() - 1) as f64 * 0.99).round() as usize;
+        *mags.select_nth_unstable_by(k, f64::total_cmp).1
+    };
+    let unit = if is_percent(metric) { p.abs_floor } else { 0.0 };
+    (p.rel_floor * level.max(high * 0.1))
+        .max(unit)
+        .max(f64::MIN_POSITIVE)
 }
 
 fn raw_sigma(resid: &[f64]) -> f64 {
@@ -170,12 +195,12 @@ fn profile(s: &Series, detr: &[f64], cycle: Cycle) -> Vec<f64> {
 pub fn baseline(s: &Series, p: &Params) -> Baseline {
     let v = &s.avg;
     let n = v.len();
-    let level = median(v).unwrap_or(0.0);
     let h = p.baseline_half_width;
     let rolling = edge_trended(rolling_median_fixed(v, h), h);
     let resid: Vec<f64> = v.iter().zip(&rolling).map(|(x, b)| x - b).collect();
+    let floor = sigma_floor(&s.metric, v, p);
     let plain = Baseline {
-        sigma: noise_sigma(&resid, level, p),
+        sigma: noise_sigma(&resid, floor),
         base: rolling,
         seasonal: vec![0.0; n],
         kind: BaselineKind::Rolling { bins: 2 * h + 1 },
@@ -210,7 +235,7 @@ pub fn baseline(s: &Series, p: &Params) -> Baseline {
     let base: Vec<f64> = trend.iter().zip(&seasonal).map(|(t, x)| t + x).collect();
     let resid: Vec<f64> = v.iter().zip(&base).map(|(x, b)| x - b).collect();
     Baseline {
-        sigma: noise_sigma(&resid, level, p),
+        sigma: noise_sigma(&resid, floor),
         base,
         seasonal,
         kind: BaselineKind::Seasonal {
@@ -237,6 +262,27 @@ mod tests {
             s.max.push(v);
         }
         s
+    }
+
+    #[test]
+    fn sigma_floor_is_in_the_series_unit() {
+        let p = Params::default();
+        let flat = vec![0.1; 200];
+        // 1% of the level, whatever the unit
+        assert!((sigma_floor("value", &flat, &p) - 0.001).abs() < 1e-12);
+        // percentages keep their absolute floor of 0.05 points
+        assert_eq!(sigma_floor("cpu", &flat, &p), 0.05);
+        assert!((sigma_floor("cpu", &vec![60.0; 200], &p) - 0.6).abs() < 1e-12);
+        // mostly zero with bursts to 10: judged on a tenth of the bursts' size
+        let bursts: Vec<f64> = (0..200)
+            .map(|i| if i % 20 < 3 { 10.0 } else { 0.0 })
+            .collect();
+        assert!((sigma_floor("value", &bursts, &p) - 0.01).abs() < 1e-12);
+        // all zero, NaNs, nothing: positive, never NaN
+        for xs in [vec![0.0; 50], vec![f64::NAN; 5], vec![]] {
+            let f = sigma_floor("value", &xs, &p);
+            assert!(f > 0.0 && f.is_finite(), "{f}");
+        }
     }
 
     #[test]

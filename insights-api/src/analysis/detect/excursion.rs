@@ -5,9 +5,9 @@
 //! Both thresholds are the series' own tail at the stated risk (upward and
 //! downward separately: latencies spike up, not down), floored.
 
-use crate::stats::{median, rolling_median, rolling_median_fixed, theil_sen};
+use crate::stats::{rolling_median, rolling_median_fixed, theil_sen};
 
-use super::baseline::noise_sigma;
+use super::baseline::{noise_sigma, sigma_floor};
 use super::{Basis, Ctx, Threshold, Window};
 
 /// Runs of |z| ≥ `enter` with one sign, gaps of up to 2 bins merged: (a, b, sign).
@@ -100,7 +100,7 @@ pub fn extreme_spikes(c: &Ctx, found: &[Window]) -> Vec<Window> {
         // spikes here are ≤ 3 bins: a 31-bin window is plenty
         let base = rolling_median_fixed(xs, 15);
         let res: Vec<f64> = xs.iter().zip(&base).map(|(x, b)| (x - b) * sign).collect();
-        let sig = noise_sigma(&res, median(xs).unwrap_or(0.0), p);
+        let sig = noise_sigma(&res, sigma_floor(&s.metric, xs, p));
         let z: Vec<f64> = (0..n)
             .map(|i| if c.excluded[i] { 0.0 } else { res[i] / sig })
             .collect();

@@ -173,7 +173,7 @@ pub fn detect_series(
     if n < 2 * p.persist_bins + 10 {
         return Detected {
             windows: out,
-            sigma: baseline::noise_sigma(&[], level, p),
+            sigma: baseline::noise_sigma(&[], baseline::sigma_floor(&s.metric, &s.avg, p)),
             baseline: BaselineKind::Rolling { bins: 0 },
             level,
         };
@@ -208,17 +208,20 @@ pub fn detect_series(
         }
     }
     Detected {
-        windows: merge(s, out),
+        windows: merge(s, out, p),
         sigma: ctx.base.sigma,
         baseline: ctx.base.kind,
         level,
     }
 }
 
-/// Merges overlapping or touching windows of one family; the higher-priority
-/// kind wins. A dropout or a stuck sensor stays its own finding even inside a
-/// longer excursion.
-fn merge(s: &Series, mut out: Vec<Window>) -> Vec<Window> {
+/// Merges windows of one family into episodes; the higher-priority kind wins.
+/// Dropouts and stuck runs merge when they overlap or touch (2 bins apart);
+/// excursions and shifts when fewer than `Params::episode_gap_bins` bins
+/// apart: an operator acts on an episode (a burst of spikes, a shift and its
+/// overshoot), not on each excursion in it. A dropout or a stuck sensor stays
+/// its own finding even inside a longer excursion.
+fn merge(s: &Series, mut out: Vec<Window>, p: &Params) -> Vec<Window> {
     let w = s.width;
     out.sort_by_key(|x| (x.start_ts(s), x.end_ts(s)));
     let family = |k: &str| match k {
@@ -234,7 +237,12 @@ fn merge(s: &Series, mut out: Vec<Window>) -> Vec<Window> {
             .rev()
             .find(|m| family(m.kind) == family(wdw.kind))
         {
-            if wdw.start_ts(s) <= last.end_ts(s) + 2 * w {
+            let gap = if family(wdw.kind) == 2 {
+                p.episode_gap_bins as i64
+            } else {
+                2
+            };
+            if wdw.start_ts(s) <= last.end_ts(s) + gap * w {
                 let (sa, sb) = (
                     last.start_ts(s).min(wdw.start_ts(s)),
                     last.end_ts(s).max(wdw.end_ts(s)),
