@@ -24,7 +24,8 @@ pub struct Anomaly {
     /// Exclusive end (end of the last anomalous bin).
     pub end: DateTime<Utc>,
     pub duration_minutes: f64,
-    /// The most extreme value in the window (bin average).
+    /// The most extreme value in the window: the bin average, or for a spike
+    /// (dip) found on the bins' maxima (minima) the maximum (minimum).
     pub peak: f64,
     pub typical: f64,
     /// Expected band: typical ± 3σ (robust), clamped to the metric's range.
@@ -56,7 +57,15 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
     let start = w.start_ts(s);
     let end = w.end_ts(s);
     let minutes = (end - start) as f64 / 60.0;
-    let peak = s.avg[w.peak_i.min(s.len() - 1)];
+    // the statistic the window was found on: a spike only the bins' maxima
+    // show peaks at a maximum, not at its bin's average
+    let at = w.peak_i.min(s.len() - 1);
+    let peak = match w.basis {
+        Basis::Extremes { upward: true } => s.max[at],
+        Basis::Extremes { upward: false } => s.min[at],
+        _ => s.avg[at],
+    };
+    let sigma = w.sigma.unwrap_or(sigma);
     let score = match w.kind {
         "stuck" | "dropout" => score_from_minutes(minutes),
         _ => score_from_z(w.z),

@@ -92,6 +92,30 @@ fn excursions_close_together_are_one_episode() {
 }
 
 #[test]
+fn a_spike_only_the_maxima_show_reports_the_maximum() {
+    // one bin's maximum jumps by 40 while its average moves by 1: found on
+    // the maxima, it peaks at the maximum and is compared with the maxima
+    let mut s = day("srv-1", "cpu", T0, 40.0, 1.0, 5);
+    s.avg[500] += 1.0;
+    s.max[500] += 40.0;
+    let an = run(vec![s.clone()]);
+    let a = anomalies_of(&an, "srv-1", "cpu");
+    assert_eq!(a.len(), 1, "{a:#?}");
+    assert_eq!(a[0].kind, "spike");
+    assert!(a[0].baseline.contains("maxima"), "{}", a[0].baseline);
+    assert_eq!(a[0].peak, r2(s.max[500]));
+    // the typical value is the maxima's nearby level, not the average's
+    assert!(
+        (a[0].typical - (s.max[499] + s.max[501]) / 2.0).abs() < 3.0,
+        "{a:#?}"
+    );
+    assert!(
+        a[0].band[1] < a[0].peak && a[0].typical < a[0].band[1],
+        "{a:#?}"
+    );
+}
+
+#[test]
 fn small_valued_series_are_judged_in_their_own_unit() {
     // a price around 0.1 with noise of 0.002: a dip of 0.05 is 25σ (an
     // absolute σ floor of 0.05 would have made it 1σ)

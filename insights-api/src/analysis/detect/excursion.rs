@@ -122,7 +122,9 @@ pub fn extreme_spikes(c: &Ctx, found: &[Window]) -> Vec<Window> {
                 let mut w = Window::new(a, b, kind, Basis::Extremes { upward: sign > 0.0 });
                 w.z = pz * sign;
                 w.peak_i = pi;
-                w.typical = c.base.base[pi];
+                // compared with the extremes' own rolling median and noise
+                w.typical = base[pi];
+                w.sigma = Some(sig);
                 w.rate = thr.rate(pz);
                 out.push(w);
             }

@@ -61,6 +61,9 @@ pub struct Window {
     /// Per-bin rate at which this series' own noise reaches the peak (the
     /// fitted tail), when a tail could be fitted.
     pub rate: Option<f64>,
+    /// The noise σ the window was judged with, when not the series' (the
+    /// bins' maxima or minima have their own).
+    pub sigma: Option<f64>,
 }
 
 impl Window {
@@ -76,6 +79,7 @@ impl Window {
             end_override: None,
             basis,
             rate: None,
+            sigma: None,
         }
     }
     pub fn start_ts(&self, s: &Series) -> i64 {
