@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::detect::baseline::{duration_words, lead_number, BaselineKind};
+use super::detect::baseline::{duration_words, lead_number, BaselineKind, Cycle};
 use super::detect::score::{
     rarity_words, return_period_days, score_from_minutes, score_from_z, Severity,
 };
@@ -81,7 +81,6 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
     ];
     let days = return_period_days(w.rate, s.width).map(|d| r2(d.min(NEVER_DAYS)));
     let dur = duration_words((end - start).max(60));
-    let seasonal = matches!(baseline, BaselineKind::Seasonal { .. });
     // every number the words state, for the facts
     let mut said: Vec<(&'static str, f64)> = vec![("for", lead_number(&dur))];
     let (basis, unusual) = match &w.basis {
@@ -100,10 +99,12 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
                     said.push(("baseline_window", lead_number(&win)));
                     format!(
                         "the level of the {win} before it{}",
-                        if seasonal {
-                            ", the usual daily profile removed"
-                        } else {
-                            ""
+                        match baseline {
+                            BaselineKind::Seasonal {
+                                cycle: Cycle::Week, ..
+                            } => ", the usual weekly profile removed",
+                            BaselineKind::Seasonal { .. } => ", the usual daily profile removed",
+                            BaselineKind::Rolling { .. } => "",
                         }
                     )
                 }

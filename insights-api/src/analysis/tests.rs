@@ -160,6 +160,9 @@ fn level_shift_is_found_with_its_end() {
     let en = (a[0].end.timestamp() - T0) / 60;
     assert!((499..=502).contains(&st), "start {st}");
     assert!((795..=806).contains(&en), "end {en}");
+    // compared with the 2L+1 = 45 bins the step statistic's median covers
+    assert_eq!(a[0].baseline, "the level of the 45 minutes before it");
+    assert_eq!(a[0].said["baseline_window"], 45.0);
 }
 
 #[test]
@@ -420,4 +423,43 @@ fn too_few_blocks_give_no_trend_rather_than_an_unbounded_interval() {
     let an = run(vec![day("srv-1", "cpu", T0, 40.0, 1.0, 3)]);
     assert_eq!(an.trends.len(), 1);
     assert!(an.trends[0].ci_low.is_finite() && an.trends[0].ci_high.is_finite());
+}
+
+#[test]
+fn a_shift_against_a_seasonal_baseline_names_its_cycle() {
+    use detect::baseline::{BaselineKind, Cycle};
+    let s = day("srv-1", "cpu", T0, 40.0, 1.0, 3);
+    let mut w = detect::Window::new(100, 200, "level_shift", detect::Basis::Before { bins: 45 });
+    w.z = 9.0;
+    w.peak_i = 150;
+    w.typical = 40.0;
+    for (baseline, words) in [
+        (
+            BaselineKind::Seasonal {
+                cycle: Cycle::Week,
+                days: 30.0,
+            },
+            ", the usual weekly profile removed",
+        ),
+        (
+            BaselineKind::Seasonal {
+                cycle: Cycle::Day,
+                days: 5.0,
+            },
+            ", the usual daily profile removed",
+        ),
+        (BaselineKind::Rolling { bins: 91 }, ""),
+    ] {
+        let d = detect::Detected {
+            windows: vec![],
+            sigma: 1.0,
+            baseline,
+            level: 40.0,
+        };
+        let a = anomaly::explain(&s, &w, &d);
+        assert_eq!(
+            a.baseline,
+            format!("the level of the 45 minutes before it{words}")
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Level shifts longer than the baseline window (the baseline follows them,
 //! so the excursion detector sees only their edges). The step statistic at a
-//! bin is the median of the next L bins minus the median of the previous L
-//! (L = half the baseline's half-width, at least 6), in σ, on the values with
+//! bin is the median of the 2L+1 bins from it on minus the median of the 2L+1
+//! before it (L = half the baseline's half-width, at least 6), in σ, on the values with
 //! their seasonal profile removed. A step past its threshold (the floor
 //! `z_persist + 1`, raised by the statistic's own tail at the stated risk)
 //! whose new level holds for a whole baseline window is a shift; it ends at
@@ -103,7 +103,7 @@ pub fn long_shifts(c: &Ctx, found: &[Window]) -> Vec<Window> {
         let ext = (st..end)
             .max_by(|&x, &y| ((v[x] - pre) * sign).total_cmp(&((v[y] - pre) * sign)))
             .unwrap_or(st);
-        let mut w = Window::new(st, end, "level_shift", Basis::Before { bins: l });
+        let mut w = Window::new(st, end, "level_shift", Basis::Before { bins: 2 * l + 1 });
         w.z = shift / sigma;
         w.peak_i = ext;
         w.typical = pre + c.base.seasonal[ext];
