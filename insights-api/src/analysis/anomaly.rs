@@ -122,8 +122,18 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
             if let Some(x) = rarity_n {
                 said.push(("rarity", x));
             }
+            // an episode: its span is the episode's, its σ its largest excursion's
+            let span = if w.excursions > 1 {
+                said.push(("excursions", w.excursions as f64));
+                format!(
+                    "at its peak, in an episode of {} excursions over {dur}",
+                    w.excursions
+                )
+            } else {
+                format!("for {dur}")
+            };
             let words = format!(
-                "{}: {}σ {} the expected {} for {dur}; {rarity}",
+                "{}: {}σ {} the expected {} {span}; {rarity}",
                 severity.adjective(),
                 fmt_num(sigmas),
                 if w.z >= 0.0 { "above" } else { "below" },

@@ -69,6 +69,17 @@ fn excursions_close_together_are_one_episode() {
     assert_eq!(a[0].end.timestamp(), T0 + 614 * 60);
     assert_eq!(a[1].start.timestamp(), T0 + 700 * 60);
     assert_eq!(a[1].end.timestamp(), T0 + 702 * 60);
+    // the episode says so, and its span is the episode's
+    assert!(
+        a[0].unusual
+            .contains("at its peak, in an episode of 2 excursions over 14 minutes"),
+        "{}",
+        a[0].unusual
+    );
+    assert_eq!(a[0].said["excursions"], 2.0);
+    assert_eq!(a[0].said["for"], 14.0);
+    assert!(a[1].unusual.contains("for 2 minutes"), "{}", a[1].unusual);
+    assert!(!a[1].said.contains_key("excursions"));
     // the gap is a parameter: at 2 bins (touching only) the first episode splits
     let p = Params {
         episode_gap_bins: 2,

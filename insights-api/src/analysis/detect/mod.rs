@@ -64,6 +64,8 @@ pub struct Window {
     /// The noise σ the window was judged with, when not the series' (the
     /// bins' maxima or minima have their own).
     pub sigma: Option<f64>,
+    /// Detector windows merged into this one (an episode when more than 1).
+    pub excursions: usize,
 }
 
 impl Window {
@@ -80,6 +82,7 @@ impl Window {
             basis,
             rate: None,
             sigma: None,
+            excursions: 1,
         }
     }
     pub fn start_ts(&self, s: &Series) -> i64 {
@@ -252,9 +255,11 @@ fn merge(s: &Series, mut out: Vec<Window>, p: &Params) -> Vec<Window> {
                     last.end_ts(s).max(wdw.end_ts(s)),
                 );
                 let (a, b) = (last.a.min(wdw.a), last.b.max(wdw.b));
+                let excursions = last.excursions + wdw.excursions;
                 if priority(wdw.kind) > priority(last.kind) {
                     *last = wdw;
                 }
+                last.excursions = excursions;
                 last.a = a;
                 last.b = b;
                 last.start_override = Some(sa);
