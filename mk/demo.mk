@@ -7,12 +7,12 @@
 #   make test-sql-doctest run the SQL examples of docs/sql-reference.md and compare their output
 #   make test-demo        make demo twice on a small cluster of its own, the second after raw retention
 
-TEST_TARGETS += test-compose test-docker-init test-sql-doctest test-demo
+TEST_TARGETS += test-compose test-docker-init test-sql-doctest test-demo test-db-port
 
 # check-jsonschema from PyPI, in a private venv (never the system Python).
 VENV := .metricagg/venv
 
-.PHONY: demo stop test-compose test-demo-files test-docker-init test-sql-doctest test-demo
+.PHONY: demo stop test-compose test-demo-files test-docker-init test-sql-doctest test-demo test-db-port
 
 demo:
 	bash scripts/demo.sh start
@@ -42,3 +42,8 @@ test-sql-doctest:
 
 test-demo: install-release
 	bash scripts/test-demo-retention.sh
+
+# scripts/db.sh moves a cluster to METRICAGG_PORT and refuses another port
+# while it runs (own cluster, ports 5477 and 5478).
+test-db-port: install-release
+	bash scripts/test-db-port.sh

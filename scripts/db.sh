@@ -24,7 +24,9 @@
 # METRICAGG_PRELOAD overrides the preloaded list (Citus nodes: citus first).
 #
 # Settings (environment): METRICAGG_HOME (default <repo>/.metricagg),
-# METRICAGG_PORT (default 5433), METRICAGG_NO_INSTALL=1 (never build or
+# METRICAGG_PORT (default 5433; a cluster moves to it at its next start, and
+# the commands that connect refuse another port than the running one),
+# METRICAGG_NO_INSTALL=1 (never build or
 # install the extension; use the installed one). Passwords are generated on first start and
 # kept in $METRICAGG_HOME/secrets.env (mode 600, git-ignored), or in
 # METRICAGG_SECRETS when set (clusters that must share passwords).
@@ -84,7 +86,25 @@ write_preload() {
         # default 4 the planner sorts one server's bins rather than read
         # them in the primary key's order (docs/operations.md).
         echo "random_page_cost = 1.1"
+        # METRICAGG_PORT of this start (included last: it wins over the one
+        # postgresql.conf got at initdb), so a cluster can move port.
+        echo "port = $PORT"
     } | as_pg tee "$conf" >/dev/null
+}
+
+# The port a running cluster listens on (its postmaster.pid's 4th line).
+running_port() {
+    as_pg sed -n 4p "$DATA/postmaster.pid" 2>/dev/null || true
+}
+
+# Commands that connect refuse a METRICAGG_PORT other than the running
+# cluster's, naming both (psql would fail on a socket that does not exist).
+check_port() {
+    local on
+    is_running || return 0
+    on="$(running_port)"
+    [ -z "$on" ] || [ "$on" = "$PORT" ] \
+        || die "the cluster in $DATA runs on port $on, not METRICAGG_PORT=$PORT: use METRICAGG_PORT=$on, or move it with 'METRICAGG_PORT=$PORT scripts/db.sh start'"
 }
 
 # Waits (up to 60 s) until a running server accepts connections; returns
@@ -257,6 +277,12 @@ start_node() {
     # Clusters made before the preload file existed: include it (last wins).
     grep -q "metricagg-preload.conf" "$DATA/postgresql.conf" \
         || echo "include_if_exists = 'metricagg-preload.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
+    local on
+    on="$(running_port)"
+    if is_running && [ -n "$on" ] && [ "$on" != "$PORT" ]; then
+        say "restarting PostgreSQL: port is now $PORT (it ran on $on)"
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+    fi
     # A server still in crash recovery refuses connections for a while.
     wait_ready
     if is_running && [ "$(admin_psql postgres -Atc 'SHOW shared_preload_libraries')" != "$want" ]; then
@@ -349,10 +375,10 @@ case "${1:-}" in
     start) cmd_start ;;
     start-node) start_node ;;
     stop) cmd_stop ;;
-    status) cmd_status ;;
+    status) check_port; cmd_status ;;
     destroy) cmd_destroy ;;
-    env) cmd_env ;;
-    psql) shift; db="${1:?psql: database}"; shift; admin_psql "$db" "$@" ;;
-    create-db) shift; cmd_create_db "$@" ;;
+    env) check_port; cmd_env ;;
+    psql) shift; db="${1:?psql: database}"; shift; check_port; admin_psql "$db" "$@" ;;
+    create-db) shift; check_port; cmd_create_db "$@" ;;
     *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac
