@@ -650,11 +650,25 @@ COMMENT ON FUNCTION metricagg.drop_old_bin_partitions() IS
 'Bins retention: drops the monthly partitions (or TimescaleDB chunks) of metricagg.bins older than job_config.bins_retention and bumps bins_version. Returns what it dropped.';
 
 -- On TimescaleDB, retention runs as a TimescaleDB job (visible in
--- timescaledb_information.jobs) calling the function above.
+-- timescaledb_information.jobs) calling the function above. Dropping a chunk
+-- the compression policy is compressing at the same moment can deadlock (each
+-- holds what the other needs; a CI run saw it): the attempt is rolled back,
+-- which releases its locks, and retried up to 5 times, 1 to 4 s apart.
 CREATE OR REPLACE PROCEDURE metricagg.bins_retention_job(job_id integer, config jsonb)
 LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
 BEGIN
-    PERFORM metricagg.drop_old_bin_partitions();
+    FOR attempt IN 1..5 LOOP
+        BEGIN
+            PERFORM metricagg.drop_old_bin_partitions();
+            RETURN;
+        EXCEPTION WHEN deadlock_detected OR lock_not_available THEN
+            IF attempt = 5 THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'bins retention: % (attempt %), retrying', SQLERRM, attempt;
+            PERFORM pg_sleep(attempt);
+        END;
+    END LOOP;
 END
 $$;
 
