@@ -75,16 +75,28 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
         Basis::Missing { .. } => d.level,
         _ => w.typical,
     };
+    // on a relative scale σ is the logarithm's: the band is a factor
+    let (lo, hi) = match w.basis {
+        Basis::Relative => (
+            typical * (-3.0 * sigma).exp(),
+            typical * (3.0 * sigma).exp(),
+        ),
+        _ => (typical - 3.0 * sigma, typical + 3.0 * sigma),
+    };
     let band = [
-        r2(clamp_metric(&s.metric, typical - 3.0 * sigma)),
-        r2(clamp_metric(&s.metric, typical + 3.0 * sigma)),
+        r2(clamp_metric(&s.metric, lo)),
+        r2(clamp_metric(&s.metric, hi)),
     ];
     let days = return_period_days(w.rate, s.width).map(|d| r2(d.min(NEVER_DAYS)));
     let dur = duration_words((end - start).max(60));
     // every number the words state, for the facts
     let mut said: Vec<(&'static str, f64)> = vec![("for", lead_number(&dur))];
     let (basis, unusual) = match &w.basis {
-        Basis::Baseline | Basis::Extremes { .. } | Basis::Before { .. } | Basis::Fleet => {
+        Basis::Baseline
+        | Basis::Extremes { .. }
+        | Basis::Before { .. }
+        | Basis::Fleet
+        | Basis::Relative => {
             let compared = match &w.basis {
                 Basis::Extremes { upward } => {
                     let win = duration_words(31 * s.width);
@@ -109,6 +121,13 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
                     )
                 }
                 Basis::Fleet => "the fleet's median curve of this metric".to_string(),
+                Basis::Relative => {
+                    let (words, nums) = baseline.describe(s.width);
+                    said.extend(nums);
+                    format!(
+                        "{words}, on a relative scale (this series' noise grows with its level)"
+                    )
+                }
                 _ => {
                     let (words, nums) = baseline.describe(s.width);
                     said.extend(nums);
@@ -132,13 +151,30 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
             } else {
                 format!("for {dur}")
             };
-            let words = format!(
-                "{}: {}σ {} the expected {} {span}; {rarity}",
-                severity.adjective(),
-                fmt_num(sigmas),
-                if w.z >= 0.0 { "above" } else { "below" },
-                fmt_num(r2(typical)),
-            );
+            let words = if w.basis == Basis::Relative {
+                // a fall to a fraction of the usual level, in σ of the logarithm
+                let pct = if typical > 0.0 {
+                    (1000.0 * peak / typical).round() / 10.0
+                } else {
+                    0.0
+                };
+                said.push(("percent_of_expected", pct));
+                format!(
+                    "{}: {}% of the expected {}, {}σ below it on a relative scale, {span}; {rarity}",
+                    severity.adjective(),
+                    fmt_num(pct),
+                    fmt_num(r2(typical)),
+                    fmt_num(sigmas),
+                )
+            } else {
+                format!(
+                    "{}: {}σ {} the expected {} {span}; {rarity}",
+                    severity.adjective(),
+                    fmt_num(sigmas),
+                    if w.z >= 0.0 { "above" } else { "below" },
+                    fmt_num(r2(typical)),
+                )
+            };
             (compared, words)
         }
         Basis::Repeat {

@@ -474,3 +474,38 @@ fn a_shift_against_a_seasonal_baseline_names_its_cycle() {
         );
     }
 }
+
+#[test]
+fn a_relative_drop_states_its_fraction_and_a_band_by_factor() {
+    use detect::baseline::BaselineKind;
+    let mut s = day("srv-1", "requests", T0, 40.0, 1.0, 3);
+    s.avg[150] = 0.4;
+    let mut w = detect::Window::new(150, 151, "dip", detect::Basis::Relative);
+    w.z = -30.0;
+    w.peak_i = 150;
+    w.typical = 40.0;
+    // σ of the logarithm: a band of ×/÷ e^0.3
+    w.sigma = Some(0.1);
+    let d = detect::Detected {
+        windows: vec![],
+        sigma: 1.0,
+        baseline: BaselineKind::Rolling { bins: 91 },
+        level: 40.0,
+    };
+    let a = anomaly::explain(&s, &w, &d);
+    assert_eq!(a.peak, 0.4);
+    assert_eq!(a.band, [29.63, 53.99]);
+    assert!(
+        a.unusual.starts_with(
+            "extreme: 1% of the expected 40, 30σ below it on a relative scale, for 1 minute"
+        ),
+        "{}",
+        a.unusual
+    );
+    assert_eq!(
+        a.baseline,
+        "the rolling median of the surrounding 91 minutes, on a relative scale (this series' noise grows with its level)"
+    );
+    assert_eq!(a.said.get("percent_of_expected"), Some(&1.0));
+    assert_eq!(a.said.get("sigmas"), Some(&30.0));
+}

@@ -193,12 +193,16 @@ fn profile(s: &Series, detr: &[f64], cycle: Cycle) -> Vec<f64> {
 
 /// The baseline of a series (see the module's documentation).
 pub fn baseline(s: &Series, p: &Params) -> Baseline {
+    baseline_floored(s, p, sigma_floor(&s.metric, &s.avg, p))
+}
+
+/// [`baseline`] with the noise floor given.
+pub fn baseline_floored(s: &Series, p: &Params, floor: f64) -> Baseline {
     let v = &s.avg;
     let n = v.len();
     let h = p.baseline_half_width;
     let rolling = edge_trended(rolling_median_fixed(v, h), h);
     let resid: Vec<f64> = v.iter().zip(&rolling).map(|(x, b)| x - b).collect();
-    let floor = sigma_floor(&s.metric, v, p);
     let plain = Baseline {
         sigma: noise_sigma(&resid, floor),
         base: rolling,

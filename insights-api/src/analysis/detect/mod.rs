@@ -4,6 +4,8 @@
 //! - [`baseline`]: the expected value of every bin and the noise σ;
 //! - [`excursion`]: runs of bins far from the baseline (spikes, dips, short
 //!   level shifts, short leaks), and spikes only the bins' maxima show;
+//! - [`relative`]: drops on a relative scale, in series whose noise grows
+//!   with their level;
 //! - [`shift`]: level shifts longer than the baseline window;
 //! - [`stuck`], [`dropout`]: a repeated value, missing samples;
 //! - [`leak`]: slow leaks against the fleet (off by default);
@@ -17,6 +19,7 @@ pub mod baseline;
 pub mod dropout;
 pub mod excursion;
 pub mod leak;
+pub mod relative;
 pub mod score;
 pub mod shift;
 pub mod stuck;
@@ -44,6 +47,9 @@ pub enum Basis {
     Missing { usual: f64, received: f64 },
     /// The fleet's median curve (slow leaks).
     Fleet,
+    /// The baseline, on the logarithm of the values (`relative`): the
+    /// window's `sigma` is the logarithm's noise σ.
+    Relative,
 }
 
 /// A window of bins [a, b) with a kind; merged and scored later.
@@ -207,6 +213,8 @@ pub fn detect_series(
     out.extend(excursion::excursions(&ctx));
     let spikes = excursion::extreme_spikes(&ctx, &out);
     out.extend(spikes);
+    let drops = relative::relative_drops(&ctx, &out);
+    out.extend(drops);
     let shifts = shift::long_shifts(&ctx, &out);
     out.extend(shifts);
     if p.slow_leaks {
