@@ -96,7 +96,8 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
         | Basis::Extremes { .. }
         | Basis::Before { .. }
         | Basis::Fleet
-        | Basis::Relative => {
+        | Basis::Relative
+        | Basis::Day { .. } => {
             let compared = match &w.basis {
                 Basis::Extremes { upward } => {
                     let win = duration_words(31 * s.width);
@@ -121,6 +122,13 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
                     )
                 }
                 Basis::Fleet => "the fleet's median curve of this metric".to_string(),
+                Basis::Day { bins } => {
+                    let (words, nums) = baseline.describe(s.width);
+                    said.extend(nums);
+                    let win = duration_words(*bins as i64 * s.width);
+                    said.push(("day_window", lead_number(&win)));
+                    format!("{words}, over each {win} around it")
+                }
                 Basis::Relative => {
                     let (words, nums) = baseline.describe(s.width);
                     said.extend(nums);
@@ -151,7 +159,14 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
             } else {
                 format!("for {dur}")
             };
-            let words = if w.basis == Basis::Relative {
+            let words = if let Basis::Day { .. } = w.basis {
+                // a day off its profile: the median bin's distance, not a peak
+                format!(
+                    "{}: the day did not follow its usual profile: half its bins were {}σ or more from the expected level, {span}; {rarity}",
+                    severity.adjective(),
+                    fmt_num(sigmas),
+                )
+            } else if w.basis == Basis::Relative {
                 // a fall to a fraction of the usual level, in σ of the logarithm
                 let pct = if typical > 0.0 {
                     (1000.0 * peak / typical).round() / 10.0

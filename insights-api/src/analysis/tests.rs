@@ -509,3 +509,39 @@ fn a_relative_drop_states_its_fraction_and_a_band_by_factor() {
     assert_eq!(a.said.get("percent_of_expected"), Some(&1.0));
     assert_eq!(a.said.get("sigmas"), Some(&30.0));
 }
+
+#[test]
+fn an_unusual_day_says_how_far_its_bins_were_from_the_profile() {
+    use detect::baseline::{BaselineKind, Cycle};
+    let s = day("srv-1", "requests", T0, 40.0, 1.0, 3);
+    let mut w = detect::Window::new(100, 700, "unusual_day", detect::Basis::Day { bins: 25 });
+    w.z = 4.6;
+    w.peak_i = 400;
+    w.typical = 40.0;
+    let d = detect::Detected {
+        windows: vec![],
+        sigma: 2.0,
+        baseline: BaselineKind::Seasonal {
+            cycle: Cycle::Week,
+            days: 215.0,
+        },
+        level: 40.0,
+    };
+    let a = anomaly::explain(&s, &w, &d);
+    assert_eq!(a.kind, "unusual_day");
+    assert!(
+        a.unusual.starts_with(
+            "moderate: the day did not follow its usual profile: half its bins were 4.6σ or more from the expected level, for 10 hours;"
+        ),
+        "{}",
+        a.unusual
+    );
+    assert!(
+        a.baseline.ends_with(", over each 25 minutes around it"),
+        "{}",
+        a.baseline
+    );
+    assert_eq!(a.said.get("sigmas"), Some(&4.6));
+    assert_eq!(a.said.get("day_window"), Some(&25.0));
+    assert_eq!(a.band, [34.0, 46.0]);
+}

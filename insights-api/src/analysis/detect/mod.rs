@@ -7,6 +7,7 @@
 //! - [`relative`]: drops on a relative scale, in series whose noise grows
 //!   with their level;
 //! - [`shift`]: level shifts longer than the baseline window;
+//! - [`day`]: whole days that do not follow the series' usual profile;
 //! - [`stuck`], [`dropout`]: a repeated value, missing samples;
 //! - [`leak`]: slow leaks against the fleet (off by default);
 //! - [`score`]: scores, severities and the words for how unusual a peak is.
@@ -16,6 +17,7 @@
 //! a larger excursion to alarm.
 
 pub mod baseline;
+pub mod day;
 pub mod dropout;
 pub mod excursion;
 pub mod leak;
@@ -47,6 +49,8 @@ pub enum Basis {
     Missing { usual: f64, received: f64 },
     /// The fleet's median curve (slow leaks).
     Fleet,
+    /// The series' profile over a whole day of this many bins (unusual days).
+    Day { bins: usize },
     /// The baseline, on the logarithm of the values (`relative`): the
     /// window's `sigma` is the logarithm's noise σ.
     Relative,
@@ -116,7 +120,7 @@ fn priority(kind: &str) -> u8 {
         "dropout" => 6,
         "leak" => 5,
         "level_shift" => 4,
-        "noisy_neighbour" => 3,
+        "noisy_neighbour" | "unusual_day" => 3,
         "spike" | "dip" => 2,
         _ => 1,
     }
@@ -217,6 +221,8 @@ pub fn detect_series(
     out.extend(drops);
     let shifts = shift::long_shifts(&ctx, &out);
     out.extend(shifts);
+    let days = day::unusual_days(&ctx, &out);
+    out.extend(days);
     if p.slow_leaks {
         if let Some(fb) = fleet_blocks {
             out.extend(leak::slow_leaks(&ctx, fb, block));
