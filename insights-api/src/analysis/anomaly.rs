@@ -11,7 +11,7 @@ use super::detect::score::{
     rarity_words, return_period_days, score_from_minutes, score_from_z, Severity,
 };
 use super::detect::{Basis, Detected, Window};
-use super::series::{clamp_metric, fmt_num, r2, ts, Series};
+use super::series::{clamp_metric, fmt_num, r2, rv, ts, Series};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Anomaly {
@@ -84,8 +84,8 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
         _ => (typical - 3.0 * sigma, typical + 3.0 * sigma),
     };
     let band = [
-        r2(clamp_metric(&s.metric, lo)),
-        r2(clamp_metric(&s.metric, hi)),
+        rv(clamp_metric(&s.metric, lo)),
+        rv(clamp_metric(&s.metric, hi)),
     ];
     let days = return_period_days(w.rate, s.width).map(|d| r2(d.min(NEVER_DAYS)));
     let dur = duration_words((end - start).max(60));
@@ -178,7 +178,7 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
                     "{}: {}% of the expected {}, {}σ below it on a relative scale, {span}; {rarity}",
                     severity.adjective(),
                     fmt_num(pct),
-                    fmt_num(r2(typical)),
+                    fmt_num(rv(typical)),
                     fmt_num(sigmas),
                 )
             } else {
@@ -187,7 +187,7 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
                     severity.adjective(),
                     fmt_num(sigmas),
                     if w.z >= 0.0 { "above" } else { "below" },
-                    fmt_num(r2(typical)),
+                    fmt_num(rv(typical)),
                 )
             };
             (compared, words)
@@ -196,7 +196,7 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
             value,
             longest_before,
         } => {
-            said.push(("stuck_value", r2(*value)));
+            said.push(("stuck_value", rv(*value)));
             let compared = if *longest_before == 0 {
                 "the series' own variation: it never repeated a value before".to_string()
             } else {
@@ -208,7 +208,7 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
             };
             (
                 compared,
-                format!("stuck at {} for {dur}", fmt_num(r2(*value))),
+                format!("stuck at {} for {dur}", fmt_num(rv(*value))),
             )
         }
         Basis::Missing { usual, received } => {
@@ -236,8 +236,8 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
         start: ts(start),
         end: ts(end),
         duration_minutes: r2(minutes),
-        peak: r2(peak),
-        typical: r2(typical),
+        peak: rv(peak),
+        typical: rv(typical),
         band,
         score,
         severity,

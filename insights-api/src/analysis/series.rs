@@ -94,6 +94,18 @@ pub fn r2(x: f64) -> f64 {
     }
 }
 
+/// Rounds a metric's value as anomalies state it: 2 decimals, or 3
+/// significant digits below 1, so that a price of 0.00098 falling from 0.3
+/// is not stated as 0.
+pub fn rv(x: f64) -> f64 {
+    if !x.is_finite() || x == 0.0 || x.abs() >= 1.0 {
+        return r2(x);
+    }
+    let mag = x.abs().log10().floor() as i32;
+    let scale = 10f64.powi(2 - mag);
+    (x * scale).round() / scale
+}
+
 /// Rounds to 4 significant digits (slopes can be small).
 pub fn round_sig(x: f64) -> f64 {
     if !x.is_finite() || x == 0.0 {

@@ -403,6 +403,14 @@ fn degenerate_series_do_not_panic() {
 fn round_to_significant_digits() {
     assert_eq!(round_sig(0.000123456), 0.0001235);
     assert_eq!(round_sig(-1234.5678), -1235.0);
+    // values: 2 decimals, 3 significant digits below 1 (never 0 for a small price)
+    use series::rv;
+    assert_eq!(rv(0.000983971), 0.000984);
+    assert_eq!(rv(-0.0123456), -0.0123);
+    assert_eq!(rv(0.295), 0.295);
+    assert_eq!(rv(41.2345), 41.23);
+    assert_eq!(rv(0.0), 0.0);
+    assert!(rv(f64::NAN).is_nan());
 }
 
 #[test]
