@@ -254,7 +254,15 @@ async fn insights(
             Some(ds) => ds,
             None => {
                 // The version was read first: what is fetched is at least as new.
-                let ds = db::fetch_bins(&c, width, (start, end), metric.as_deref()).await?;
+                let ds = db::fetch_bins(
+                    &st.0.pool,
+                    &c,
+                    meta.hypertable,
+                    width,
+                    (start, end),
+                    metric.as_deref(),
+                )
+                .await?;
                 let ds = Arc::new(ds);
                 st.0.cache.put(key, meta.version, Arc::clone(&ds));
                 ds

@@ -222,3 +222,69 @@ async fn hostile_names_stay_data() {
     }
     db.drop_db().await;
 }
+
+/// The fetch split in two halves by server (what a TimescaleDB hypertable
+/// gets when the pool has a second connection) returns exactly what one query
+/// returns, whatever the engine; with no second connection free it falls back
+/// to one query instead of waiting.
+#[tokio::test]
+async fn the_split_fetch_returns_what_one_query_returns() {
+    use insights_api::db;
+    use std::time::Duration;
+    let db = TestDb::new("split").await;
+    let servers: Vec<String> = (1..=9).map(|k| format!("srv-{k}")).collect();
+    let mut rows = bins(&servers);
+    // an empty bin is never fetched
+    rows.push(Bin {
+        count: 0,
+        ..rows[0].clone()
+    });
+    rows[0].ts -= 60;
+    db.insert(&rows).await;
+    let secs = Duration::from_secs(5);
+    let range = (
+        chrono::DateTime::from_timestamp(T0 - 3600, 0).unwrap(),
+        chrono::DateTime::from_timestamp(T0 + MINUTES * 60, 0).unwrap(),
+    );
+    let key = |ds: &insights_api::analysis::Dataset| {
+        ds.series
+            .iter()
+            .map(|s| {
+                (
+                    s.server.clone(),
+                    s.metric.clone(),
+                    s.ts.clone(),
+                    s.count.clone(),
+                    s.avg.clone(),
+                    s.max.clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    for pool_size in [4, 1] {
+        let pool = db::make_pool(&db.api_url, pool_size, secs, secs).expect("pool");
+        let c = db::connect(&pool).await.expect("connection");
+        let one = db::fetch_bins(&pool, &c, false, 60, range, None)
+            .await
+            .expect("one query");
+        let split = db::fetch_bins(&pool, &c, true, 60, range, None)
+            .await
+            .expect("split");
+        assert_eq!(one.series.len(), 9 * 4);
+        assert_eq!(key(&one), key(&split), "pool of {pool_size}");
+        assert!(one.series.iter().all(|s| s.count.iter().all(|&n| n > 0)));
+        // the halves are disjoint, neither empty, and make the whole
+        let a = db::fetch_part(&c, 60, range, Some("cpu"), Some(0))
+            .await
+            .expect("half 0");
+        let b = db::fetch_part(&c, 60, range, Some("cpu"), Some(1))
+            .await
+            .expect("half 1");
+        assert!(!a.is_empty() && !b.is_empty(), "{} + {}", a.len(), b.len());
+        assert_eq!(a.len() + b.len(), 9);
+        assert!(a.iter().all(|x| b.iter().all(|y| x.server != y.server)));
+        // the connection is usable after the halves' transactions
+        db::ping(&c).await.expect("ping");
+    }
+    db.drop_db().await;
+}
