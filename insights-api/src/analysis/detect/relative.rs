@@ -84,10 +84,7 @@ fn log_baseline(ls: &Series, c: &Ctx, p: &Params) -> Baseline {
 /// noise σ of the logarithm (`Basis::Relative`).
 pub fn relative_drops(c: &Ctx, found: &[Window]) -> Vec<Window> {
     let (s, p) = (c.s, c.p);
-    if std::env::var_os("TMP_NO_REL").is_some()
-        || is_percent(&s.metric)
-        || s.avg.iter().any(|x| !(*x > 0.0 && x.is_finite()))
-    {
+    if is_percent(&s.metric) || s.avg.iter().any(|x| !(*x > 0.0 && x.is_finite())) {
         return Vec::new();
     }
     let ln = |v: &[f64]| {
