@@ -97,13 +97,21 @@ running_port() {
     as_pg sed -n 4p "$DATA/postmaster.pid" 2>/dev/null || true
 }
 
+# The port a running cluster listens on when it is not METRICAGG_PORT;
+# nothing when it is, or when no cluster runs.
+other_port() {
+    local on
+    is_running || return 0
+    on="$(running_port)"
+    [ -z "$on" ] || [ "$on" = "$PORT" ] || echo "$on"
+}
+
 # Commands that connect refuse a METRICAGG_PORT other than the running
 # cluster's, naming both (psql would fail on a socket that does not exist).
 check_port() {
     local on
-    is_running || return 0
-    on="$(running_port)"
-    [ -z "$on" ] || [ "$on" = "$PORT" ] \
+    on="$(other_port)"
+    [ -z "$on" ] \
         || die "the cluster in $DATA runs on port $on, not METRICAGG_PORT=$PORT: use METRICAGG_PORT=$on, or move it with 'METRICAGG_PORT=$PORT scripts/db.sh start'"
 }
 
@@ -278,8 +286,8 @@ start_node() {
     grep -q "metricagg-preload.conf" "$DATA/postgresql.conf" \
         || echo "include_if_exists = 'metricagg-preload.conf'" | as_pg tee -a "$DATA/postgresql.conf" >/dev/null
     local on
-    on="$(running_port)"
-    if is_running && [ -n "$on" ] && [ "$on" != "$PORT" ]; then
+    on="$(other_port)"
+    if [ -n "$on" ]; then
         say "restarting PostgreSQL: port is now $PORT (it ran on $on)"
         as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
     fi

@@ -110,6 +110,17 @@ pub struct Baseline {
     pub half: usize,
 }
 
+impl Baseline {
+    /// Residuals of `xs` from this baseline in σ, 0 on `excluded` bins.
+    pub fn z(&self, xs: &[f64], excluded: &[bool]) -> Vec<f64> {
+        xs.iter()
+            .zip(&self.base)
+            .zip(excluded)
+            .map(|((x, b), &e)| if e { 0.0 } else { (x - b) / self.sigma })
+            .collect()
+    }
+}
+
 /// Robust noise σ of a series: 1.4826 × MAD of the residuals from its
 /// baseline, at least `floor` (`sigma_floor`) so that flat series do not turn
 /// noise into anomalies.

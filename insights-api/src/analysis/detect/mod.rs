@@ -198,13 +198,7 @@ pub fn detect_series(
     let (stuck, excluded) = stuck::stuck(s, p);
     out.extend(stuck);
     let base = baseline::baseline(s, p);
-    let z: Vec<f64> = s
-        .avg
-        .iter()
-        .zip(&base.base)
-        .zip(&excluded)
-        .map(|((x, b), &e)| if e { 0.0 } else { (x - b) / base.sigma })
-        .collect();
+    let z = base.z(&s.avg, &excluded);
     let ctx = Ctx {
         s,
         p,

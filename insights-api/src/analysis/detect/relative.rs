@@ -107,13 +107,7 @@ pub fn relative_drops(c: &Ctx, found: &[Window]) -> Vec<Window> {
         return Vec::new();
     }
     let sigma = lbase.sigma;
-    let z: Vec<f64> = ls
-        .avg
-        .iter()
-        .zip(&lbase.base)
-        .zip(&c.excluded)
-        .map(|((x, b), &e)| if e { 0.0 } else { (x - b) / sigma })
-        .collect();
+    let z = lbase.z(&ls.avg, &c.excluded);
     let lc = Ctx {
         s: &ls,
         p,
