@@ -62,15 +62,19 @@ const WALK_MAX_WINDOW: usize = 49;
 /// edges). A sorted window of order-preserving keys: each step moves the
 /// outgoing value's slot to the incoming value's place, shifting the keys
 /// between them, O(n·h) in the worst case with a small constant for the
-/// windows used here. Gives exactly the median of each window under
+/// windows used here (h = 1, the median of three, in closed form). Gives
+/// exactly the median of each window under
 /// `f64::total_cmp` (the two middle values' mean for an even window), as
 /// sorting every window would.
 pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
-    // a window of 2h + 1 keys, at most WALK_MAX_WINDOW
-    if 2 * h < WALK_MAX_WINDOW {
-        return rolling_median_walk(xs, h);
-    }
     let n = xs.len();
+    match h {
+        0 => return xs.to_vec(),
+        1 if n >= 3 => return median_of_three(xs),
+        // a window of 2h + 1 keys, at most WALK_MAX_WINDOW
+        _ if 2 * h < WALK_MAX_WINDOW => return rolling_median_walk(xs, h),
+        _ => {}
+    }
     let mut out = Vec::with_capacity(n);
     if n == 0 {
         return out;
@@ -117,6 +121,34 @@ pub fn rolling_median(xs: &[f64], h: usize) -> Vec<f64> {
     out
 }
 
+/// `rolling_median(xs, h)[i]` alone: the median of the window of half-width
+/// `h` around `i`, truncated at the edges (`i < xs.len()`).
+pub fn median_around(xs: &[f64], i: usize, h: usize) -> f64 {
+    let mut win: Vec<u64> = xs[i.saturating_sub(h)..(i + h + 1).min(xs.len())]
+        .iter()
+        .map(|&x| key(x))
+        .collect();
+    win.sort_unstable();
+    window_median(&win)
+}
+
+/// `rolling_median` with h = 1 (n ≥ 3): the median of three in closed form.
+fn median_of_three(xs: &[f64]) -> Vec<f64> {
+    let n = xs.len();
+    let pair = |a: f64, b: f64| {
+        let (a, b) = (key(a), key(b));
+        window_median(&[a.min(b), a.max(b)])
+    };
+    let mut out = Vec::with_capacity(n);
+    out.push(pair(xs[0], xs[1]));
+    out.extend(xs.windows(3).map(|w| {
+        let (a, b, c) = (key(w[0]), key(w[1]), key(w[2]));
+        unkey(a.min(b).max(a.max(b).min(c)))
+    }));
+    out.push(pair(xs[n - 2], xs[n - 1]));
+    out
+}
+
 /// The median of a sorted window of keys (not empty).
 #[inline(always)]
 fn window_median(win: &[u64]) -> f64 {
@@ -141,11 +173,11 @@ fn rolling_median_walk(xs: &[f64], h: usize) -> Vec<f64> {
     let cap = 2 * h + 1;
     let mut win: Vec<u64> = Vec::with_capacity(cap);
     // the ring slot of each place, and the place of each ring slot
-    let mut ring: Vec<usize> = Vec::with_capacity(cap);
-    let mut pos: Vec<usize> = vec![0; cap];
-    let reindex = |ring: &[usize], pos: &mut [usize], from: usize| {
+    let mut ring: Vec<u32> = Vec::with_capacity(cap);
+    let mut pos: Vec<u32> = vec![0; cap];
+    let reindex = |ring: &[u32], pos: &mut [u32], from: usize| {
         for (p, &r) in ring.iter().enumerate().skip(from) {
-            pos[r] = p;
+            pos[r as usize] = p as u32;
         }
     };
     // window for i is [i-h, i+h] ∩ [0, n)
@@ -153,25 +185,27 @@ fn rolling_median_walk(xs: &[f64], h: usize) -> Vec<f64> {
         let k = key(x);
         let p = win.partition_point(|&y| y < k);
         win.insert(p, k);
-        ring.insert(p, j % cap);
+        ring.insert(p, j as u32);
         reindex(&ring, &mut pos, p);
     }
+    // (i + h + 1) mod cap: the incoming value's slot, which is also the
+    // outgoing one's, (i - h) mod cap
+    let mut slot = (h + 1) % cap;
     for i in 0..n {
         out.push(window_median(&win));
         let add = i + h + 1;
         match (add < n, i >= h) {
             (true, true) => {
                 // xs[add] replaces xs[i - h] in the same slot
-                let slot = add % cap;
                 let new = key(xs[add]);
-                let mut p = pos[slot];
+                let mut p = pos[slot] as usize;
                 let len = win.len();
                 if new >= win[p] {
                     while p + 1 < len && win[p + 1] < new {
                         win[p] = win[p + 1];
                         let r = ring[p + 1];
                         ring[p] = r;
-                        pos[r] = p;
+                        pos[r as usize] = p as u32;
                         p += 1;
                     }
                 } else {
@@ -179,28 +213,32 @@ fn rolling_median_walk(xs: &[f64], h: usize) -> Vec<f64> {
                         win[p] = win[p - 1];
                         let r = ring[p - 1];
                         ring[p] = r;
-                        pos[r] = p;
+                        pos[r as usize] = p as u32;
                         p -= 1;
                     }
                 }
                 win[p] = new;
-                ring[p] = slot;
-                pos[slot] = p;
+                ring[p] = slot as u32;
+                pos[slot] = p as u32;
             }
             (true, false) => {
                 let k = key(xs[add]);
                 let p = win.partition_point(|&y| y < k);
                 win.insert(p, k);
-                ring.insert(p, add % cap);
+                ring.insert(p, slot as u32);
                 reindex(&ring, &mut pos, p);
             }
             (false, true) => {
-                let r = pos[(i - h) % cap];
+                let r = pos[slot] as usize;
                 win.remove(r);
                 ring.remove(r);
                 reindex(&ring, &mut pos, r);
             }
             (false, false) => {}
+        }
+        slot += 1;
+        if slot == cap {
+            slot = 0;
         }
     }
     out
@@ -555,8 +593,8 @@ mod tests {
         let mut state = 2026u64;
         for case in 0..3000 {
             let n = (uniform(&mut state) * 260.0) as usize;
-            // both window strategies (walk and binary search), windows
-            // longer than the series, and h = 0
+            // every window strategy (h = 0, the median of three, the walk,
+            // binary search), windows longer than the series
             let h = match case % 4 {
                 0 => (uniform(&mut state) * 8.0) as usize,
                 1 => (uniform(&mut state) * 60.0) as usize,
@@ -569,6 +607,8 @@ mod tests {
                 same(&rolling_median(&xs, h), &want),
                 "case {case} n={n} h={h} {xs:?}"
             );
+            let one: Vec<f64> = (0..n).map(|i| median_around(&xs, i, h)).collect();
+            assert!(same(&one, &want), "median_around: case {case} n={n} h={h}");
             // fixed: interior as above, the edges the first and last full window's
             let mut fixed = want.clone();
             if n > 2 * h + 1 {

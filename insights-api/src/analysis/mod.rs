@@ -65,8 +65,9 @@ struct PerSeries {
 }
 
 /// Runs `work` over `items` on up to 8 threads (the per-series work is
-/// independent), results in order.
-fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// independent), results in order. Items are handed out one at a time, so a
+/// thread the host pauses holds up one item, not half of them.
+pub(crate) fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -74,18 +75,33 @@ fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec
     if threads == 1 || items.len() < 8 {
         return items.iter().map(&work).collect();
     }
-    let chunk = items.len().div_ceil(threads);
-    let work = &work;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                return done;
+            };
+            done.push((i, work(item)));
+        }
+    };
+    let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
     std::thread::scope(|sc| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| sc.spawn(move || c.iter().map(work).collect::<Vec<_>>()))
-            .collect();
-        handles
+        // the calling thread is one of the workers
+        let others: Vec<_> = (1..threads).map(|_| sc.spawn(worker)).collect();
+        let mine = worker();
+        for (i, r) in others
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .chain(mine)
+        {
+            out[i] = Some(r);
+        }
+    });
+    out.into_iter()
+        .map(|r| r.expect("every item was handed out once"))
+        .collect()
 }
 
 /// Runs the whole analysis. `focus` limits anomalies, trends, forecasts and
@@ -97,7 +113,12 @@ pub fn analyse(ds: &Dataset, range: (i64, i64), focus: Option<&str>, p: &Params)
     let block = block_secs(range_secs, ds.width.max(60));
     let series: Vec<&Series> = ds.series.iter().filter(|s| !s.is_empty()).collect();
     let per_metric = fleet::by_metric(&series);
-    let fleet_curves = fleet::fleet_curves(&per_metric, block);
+    // the fleet's block curves serve slow leaks only
+    let fleet_curves = if p.slow_leaks {
+        fleet::fleet_curves(&per_metric, block)
+    } else {
+        Default::default()
+    };
 
     // Dropouts are judged within the fleet's data span, not the requested
     // range: a range that runs past the last bin is not a dropout.

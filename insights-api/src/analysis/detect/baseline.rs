@@ -128,6 +128,21 @@ pub fn noise_sigma(resid: &[f64], floor: f64) -> f64 {
     (mad(resid).unwrap_or(0.0) * MAD_TO_SIGMA).max(floor)
 }
 
+/// `noise_sigma(resid, sigma_floor(metric, xs, p))`, without the floor's
+/// two selections when the residuals' own σ is at least the largest floor
+/// values like `xs` can have (`rel_floor` × max |x|, or the unit's floor).
+pub fn noise_sigma_for(resid: &[f64], metric: &str, xs: &[f64], p: &Params) -> f64 {
+    let sigma = mad(resid).unwrap_or(0.0) * MAD_TO_SIGMA;
+    let top = xs
+        .iter()
+        .try_fold(0.0f64, |m, x| x.is_finite().then(|| m.max(x.abs())));
+    let unit = if is_percent(metric) { p.abs_floor } else { 0.0 };
+    match top {
+        Some(top) if sigma >= (p.rel_floor * top).max(unit).max(f64::MIN_POSITIVE) => sigma,
+        _ => sigma.max(sigma_floor(metric, xs, p)),
+    }
+}
+
 /// The smallest noise σ a series of `metric` with values `xs` is judged
 /// with, in its own unit: `rel_floor` of its magnitude (the larger of its
 /// median and a tenth of its 99th percentile of |x|, so that a series that
@@ -298,6 +313,36 @@ mod tests {
             let f = sigma_floor("value", &xs, &p);
             assert!(f > 0.0 && f.is_finite(), "{f}");
         }
+    }
+
+    /// The shortcut gives exactly the floored σ, the floor used or not.
+    #[test]
+    fn noise_sigma_for_equals_the_floored_sigma() {
+        let p = Params::default();
+        let mut rng = crate::analysis::synth::Rng(7);
+        let mut next = || rng.uniform();
+        let mut used = [0, 0];
+        for case in 0..400 {
+            let n = 1 + (next() * 120.0) as usize;
+            let (level, noise) = (next() * 100.0 - 20.0, 10f64.powf(next() * 6.0 - 4.0));
+            let mut xs: Vec<f64> = (0..n).map(|_| level + noise * (next() - 0.5)).collect();
+            if case % 7 == 0 {
+                xs[n / 2] = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY][case % 3];
+            }
+            if case % 5 == 0 {
+                xs.iter_mut().step_by(2).for_each(|x| *x = 0.0);
+            }
+            let resid: Vec<f64> = xs.iter().map(|x| (x - level) * next()).collect();
+            for metric in ["cpu", "value"] {
+                let floor = sigma_floor(metric, &xs, &p);
+                let want = noise_sigma(&resid, floor);
+                let got = noise_sigma_for(&resid, metric, &xs, &p);
+                assert_eq!(got.to_bits(), want.to_bits(), "case {case} {metric}");
+                used[usize::from(want == floor)] += 1;
+            }
+        }
+        // both sides of the shortcut were exercised
+        assert!(used[0] > 50 && used[1] > 50, "{used:?}");
     }
 
     #[test]

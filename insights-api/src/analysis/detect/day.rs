@@ -16,7 +16,7 @@
 use crate::stats::rolling_median_fixed;
 
 use super::baseline::BaselineKind;
-use super::{Basis, Ctx, Threshold, Window};
+use super::{Basis, Ctx, LazyThreshold, Window};
 
 const DAY: i64 = 86_400;
 
@@ -33,16 +33,16 @@ pub fn unusual_days(c: &Ctx, found: &[Window]) -> Vec<Window> {
     }
     let abs: Vec<f64> = c.z.iter().map(|z| z.abs()).collect();
     let m = rolling_median_fixed(&abs, h);
-    let thr = Threshold::new(&m, p.z_enter, c.q);
+    let thr = LazyThreshold::new(&m, false, p.z_enter, c.q);
     let mut out = Vec::new();
     let mut i = 0;
     while i < n {
-        if m[i] < thr.level {
+        if !thr.passes(m[i]) {
             i += 1;
             continue;
         }
         let a = i;
-        while i < n && m[i] >= thr.level {
+        while i < n && thr.passes(m[i]) {
             i += 1;
         }
         // the run's centres, widened to the days their medians cover

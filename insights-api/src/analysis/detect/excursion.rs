@@ -7,8 +7,8 @@
 
 use crate::stats::{rolling_median, rolling_median_fixed, theil_sen};
 
-use super::baseline::{noise_sigma, sigma_floor};
-use super::{Basis, Ctx, Threshold, Window};
+use super::baseline::noise_sigma_for;
+use super::{Basis, Ctx, LazyThreshold, Window};
 
 /// Runs of |z| ≥ `enter` with one sign, gaps of up to 2 bins merged: (a, b, sign).
 fn runs_of_one_sign(z: &[f64], enter: f64) -> Vec<(usize, usize, f64)> {
@@ -36,23 +36,12 @@ fn runs_of_one_sign(z: &[f64], enter: f64) -> Vec<(usize, usize, f64)> {
     out
 }
 
-/// The statistic negated: the lower tail as an upper one.
-fn neg(xs: &[f64]) -> Vec<f64> {
-    xs.iter().map(|x| -x).collect()
-}
-
 pub fn excursions(c: &Ctx) -> Vec<Window> {
     let (s, p, z) = (c.s, c.p, &c.z);
     let z3 = rolling_median(z, 1);
     // [upward, downward]
-    let single = [
-        Threshold::new(z, p.z_single, c.q),
-        Threshold::new(&neg(z), p.z_single, c.q),
-    ];
-    let persist = [
-        Threshold::new(&z3, 0.0, c.q),
-        Threshold::new(&neg(&z3), 0.0, c.q),
-    ];
+    let single = LazyThreshold::both(z, p.z_single, c.q);
+    let persist = LazyThreshold::both(&z3, 0.0, c.q);
     let mut out = Vec::new();
     for (a, b, sign) in runs_of_one_sign(z, p.z_enter) {
         let dir = usize::from(sign < 0.0);
@@ -62,9 +51,9 @@ pub fn excursions(c: &Ctx) -> Vec<Window> {
             .expect("non-empty run");
         let z3_peak = (a..b).map(|i| z3[i] * sign).fold(f64::MIN, f64::max);
         let len = b - a;
-        let by_peak = pz.abs() >= single[dir].level;
+        let by_peak = single[dir].passes(pz.abs());
         let by_persistence =
-            len >= p.persist_bins && pz.abs() >= p.z_persist && z3_peak >= persist[dir].level;
+            len >= p.persist_bins && pz.abs() >= p.z_persist && persist[dir].passes(z3_peak);
         if !(by_peak || by_persistence) {
             continue;
         }
@@ -100,11 +89,11 @@ pub fn extreme_spikes(c: &Ctx, found: &[Window]) -> Vec<Window> {
         // spikes here are ≤ 3 bins: a 31-bin window is plenty
         let base = rolling_median_fixed(xs, 15);
         let res: Vec<f64> = xs.iter().zip(&base).map(|(x, b)| (x - b) * sign).collect();
-        let sig = noise_sigma(&res, sigma_floor(&s.metric, xs, p));
+        let sig = noise_sigma_for(&res, &s.metric, xs, p);
         let z: Vec<f64> = (0..n)
             .map(|i| if c.excluded[i] { 0.0 } else { res[i] / sig })
             .collect();
-        let thr = Threshold::new(&z, p.z_single, c.q);
+        let thr = LazyThreshold::new(&z, false, p.z_single, c.q);
         for (a, b, run_sign) in runs_of_one_sign(&z, p.z_enter) {
             if run_sign < 0.0 || b - a > p.spike_max_bins {
                 continue;
@@ -117,7 +106,7 @@ pub fn extreme_spikes(c: &Ctx, found: &[Window]) -> Vec<Window> {
                 .iter()
                 .chain(&out)
                 .any(|w| w.kind != "dropout" && w.covers(a, b));
-            if pz >= thr.level && !covered {
+            if !covered && thr.passes(pz) {
                 let kind = if sign > 0.0 { "spike" } else { "dip" };
                 let mut w = Window::new(a, b, kind, Basis::Extremes { upward: sign > 0.0 });
                 w.z = pz * sign;

@@ -151,6 +151,54 @@ impl Threshold {
     }
 }
 
+/// A [`Threshold`] fitted on first use. Its level is never below its floor,
+/// so a value under the floor fails without the fit (a selection over the
+/// whole statistic): most series have few values or none that reach it.
+/// `negated` judges the statistic's lower tail as an upper one.
+pub struct LazyThreshold<'a> {
+    stat: &'a [f64],
+    negated: bool,
+    floor: f64,
+    q: f64,
+    fitted: std::cell::OnceCell<Threshold>,
+}
+
+impl<'a> LazyThreshold<'a> {
+    pub fn new(stat: &'a [f64], negated: bool, floor: f64, q: f64) -> LazyThreshold<'a> {
+        LazyThreshold {
+            stat,
+            negated,
+            floor,
+            q,
+            fitted: std::cell::OnceCell::new(),
+        }
+    }
+    /// The pair [upward, downward] over one statistic.
+    pub fn both(stat: &'a [f64], floor: f64, q: f64) -> [LazyThreshold<'a>; 2] {
+        [
+            LazyThreshold::new(stat, false, floor, q),
+            LazyThreshold::new(stat, true, floor, q),
+        ]
+    }
+    pub fn get(&self) -> &Threshold {
+        self.fitted.get_or_init(|| {
+            if self.negated {
+                let neg: Vec<f64> = self.stat.iter().map(|x| -x).collect();
+                Threshold::new(&neg, self.floor, self.q)
+            } else {
+                Threshold::new(self.stat, self.floor, self.q)
+            }
+        })
+    }
+    /// `x` reaches the threshold (`x` on the judged side's scale).
+    pub fn passes(&self, x: f64) -> bool {
+        x >= self.floor && x >= self.get().level
+    }
+    pub fn rate(&self, x: f64) -> Option<f64> {
+        self.get().rate(x)
+    }
+}
+
 /// Everything the detectors of one series share.
 pub struct Ctx<'a> {
     pub s: &'a Series,
@@ -278,4 +326,41 @@ fn merge(s: &Series, mut out: Vec<Window>, p: &Params) -> Vec<Window> {
         merged.push(wdw);
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A lazy threshold decides as the eager one on the statistic (or its
+    /// negation) does, and fits only when a value reaches the floor.
+    #[test]
+    fn a_lazy_threshold_decides_as_the_eager_one() {
+        let mut rng = crate::analysis::synth::Rng(11);
+        let mut next = || rng.uniform();
+        let stat: Vec<f64> = (0..600)
+            .map(|i| (next() - 0.5) * 4.0 + if i % 97 == 0 { 9.0 } else { 0.0 })
+            .collect();
+        let neg: Vec<f64> = stat.iter().map(|x| -x).collect();
+        for floor in [0.0, 1.0, 3.0] {
+            let lazy = LazyThreshold::both(&stat, floor, 1e-3);
+            let eager = [
+                Threshold::new(&stat, floor, 1e-3),
+                Threshold::new(&neg, floor, 1e-3),
+            ];
+            for x in (-40..=120).map(|k| k as f64 / 10.0) {
+                for dir in 0..2 {
+                    assert_eq!(
+                        lazy[dir].passes(x),
+                        x >= eager[dir].level,
+                        "{floor} {x} {dir}"
+                    );
+                }
+            }
+            assert_eq!(lazy[1].rate(5.0), eager[1].rate(5.0));
+        }
+        let lazy = LazyThreshold::new(&stat, false, 50.0, 1e-3);
+        assert!(!lazy.passes(49.0));
+        assert!(lazy.fitted.get().is_none(), "fitted below its floor");
+    }
 }

@@ -9,9 +9,9 @@
 //! come back across the midpoint, else at the end of the data. A step that
 //! merely ends an excursion, or borders a stuck sensor, is not a new shift.
 
-use crate::stats::{median, rolling_median};
+use crate::stats::{median, median_around, rolling_median};
 
-use super::{Basis, Ctx, Threshold, Window};
+use super::{Basis, Ctx, LazyThreshold, Window};
 
 pub fn long_shifts(c: &Ctx, found: &[Window]) -> Vec<Window> {
     let (s, p) = (c.s, c.p);
@@ -29,23 +29,19 @@ pub fn long_shifts(c: &Ctx, found: &[Window]) -> Vec<Window> {
         .map(|(x, y)| x - y)
         .collect();
     let rm = rolling_median(&v, l);
-    let tiny = rolling_median(&v, 3);
+    // the level at a bin, a little smoothed (only a few bins need it)
+    let tiny = |k: usize| median_around(&v, k, 3);
     let step = |i: usize| (rm[i + l] - rm[i - l - 1]) / sigma;
     let d: Vec<f64> = (0..n)
         .map(|i| if i > l && i + l < n { step(i) } else { 0.0 })
         .collect();
-    let dn: Vec<f64> = d.iter().map(|x| -x).collect();
-    let floor = p.z_persist + 1.0;
     // [upward, downward]
-    let thr = [
-        Threshold::new(&d, floor, c.q),
-        Threshold::new(&dn, floor, c.q),
-    ];
+    let thr = LazyThreshold::both(&d, p.z_persist + 1.0, c.q);
     let mut cps: Vec<(usize, f64, f64, f64, Option<f64>)> = Vec::new(); // start, sign, shift, pre, rate
     let mut i = l + 1;
     while i + l < n {
         let dir = usize::from(d[i] < 0.0);
-        if d[i].abs() < thr[dir].level {
+        if !thr[dir].passes(d[i].abs()) {
             i += 1;
             continue;
         }
@@ -53,7 +49,7 @@ pub fn long_shifts(c: &Ctx, found: &[Window]) -> Vec<Window> {
         let sign = d[i].signum();
         let mut c_at = i;
         let mut j = i;
-        while j + l < n && d[j] * sign >= thr[dir].level {
+        while j + l < n && thr[dir].passes(d[j] * sign) {
             if d[j] * sign > d[c_at] * sign {
                 c_at = j;
             }
@@ -64,7 +60,7 @@ pub fn long_shifts(c: &Ctx, found: &[Window]) -> Vec<Window> {
         let mid = (pre + post) / 2.0;
         // refine the start: first bin from c-l on that stays past the midpoint
         let st = (c_at.saturating_sub(l)..(c_at + l).min(n))
-            .find(|&k| (tiny[k] - mid) * sign > 0.0)
+            .find(|&k| (tiny(k) - mid) * sign > 0.0)
             .unwrap_or(c_at);
         // Shorter excursions are the excursion detector's: a step counts only
         // when the new level holds for a whole baseline window (or to the end).
@@ -97,7 +93,7 @@ pub fn long_shifts(c: &Ctx, found: &[Window]) -> Vec<Window> {
         let mid = pre + shift / 2.0;
         let end = back.map(|m| cps[m].0).unwrap_or_else(|| {
             (st + p.level_shift_min_bins..n)
-                .find(|&q| (tiny[q] - mid) * sign < 0.0)
+                .find(|&q| (tiny(q) - mid) * sign < 0.0)
                 .unwrap_or(n)
         });
         let ext = (st..end)
