@@ -160,9 +160,19 @@ pub fn explain(s: &Series, w: &Window, d: &Detected) -> Anomaly {
                 format!("for {dur}")
             };
             let words = if let Basis::Day { .. } = w.basis {
-                // a day off its profile: the median bin's distance, not a peak
+                // a day off its profile: the median bin's distance, not a peak;
+                // a run longer than a day and a half is said as days, the
+                // distance being that of the day around its worst bin
+                let (what, whose) = if end - start > 36 * 3600 {
+                    (
+                        "the days did not follow their usual profile: in the day around the worst bin",
+                        "the",
+                    )
+                } else {
+                    ("the day did not follow its usual profile:", "its")
+                };
                 format!(
-                    "{}: the day did not follow its usual profile: half its bins were {}σ or more from the expected level, {span}; {rarity}",
+                    "{}: {what} half {whose} bins were {}σ or more from the expected level, {span}; {rarity}",
                     severity.adjective(),
                     fmt_num(sigmas),
                 )

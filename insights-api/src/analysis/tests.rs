@@ -552,4 +552,28 @@ fn an_unusual_day_says_how_far_its_bins_were_from_the_profile() {
     assert_eq!(a.said.get("sigmas"), Some(&4.6));
     assert_eq!(a.said.get("day_window"), Some(&25.0));
     assert_eq!(a.band, [34.0, 46.0]);
+    // longer than a day and a half (hourly bins, 47 of them): said as days
+    let mut hourly = Series::new("srv-1", "requests", 3600);
+    for i in 0..120 {
+        hourly.ts.push(T0 + i * 3600);
+        hourly.count.push(60);
+        for v in [&mut hourly.avg, &mut hourly.min, &mut hourly.max] {
+            v.push(40.0);
+        }
+    }
+    let long = detect::Window::new(10, 57, "unusual_day", detect::Basis::Day { bins: 25 });
+    let long = detect::Window {
+        z: 4.6,
+        peak_i: 30,
+        typical: 40.0,
+        ..long
+    };
+    let a = anomaly::explain(&hourly, &long, &d);
+    assert!(
+        a.unusual.starts_with(
+            "moderate: the days did not follow their usual profile: in the day around the worst bin half the bins were 4.6σ or more from the expected level, for 47 hours;"
+        ),
+        "{}",
+        a.unusual
+    );
 }
