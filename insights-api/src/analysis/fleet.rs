@@ -155,8 +155,9 @@ pub fn comparisons(
     out
 }
 
-/// Long level shifts (longer than the baseline window, so found by the step
-/// detector) that start within 30 minutes of a shift of the same metric in
+/// Long level shifts (longer than 2 × `baseline_half_width` minutes: the
+/// baseline window at one-minute bins; at hourly bins any shift of two bins
+/// or more) that start within 30 minutes of a shift of the same metric in
 /// the same direction on another server are a fleet or profile regime change
 /// (a schedule, a deploy), not an anomaly of one server: dropped.
 pub fn drop_fleet_regime_changes(anoms: &mut Vec<Anomaly>, p: &Params) {
