@@ -6,7 +6,8 @@
 # (the fetched bins are reused while metricagg.bins_version is unchanged; the
 # analysis and the narrative still run on every request). Prints how a
 # request's time splits between the database fetch, the analysis and the
-# narrative for each, then the last line
+# narrative for each, the shares of CPU time stolen by the host and left idle
+# over the runs (context for comparing runs on a shared VM), then the last line
 #   p50_ms=… p99_ms=… rps=… cold_p50_ms=… cold_p99_ms=…
 #
 # The bins are stored as scripts/db.sh create-db makes them: a TimescaleDB
@@ -124,7 +125,16 @@ print("%.0f %.0f %.1f" % (ms(p["50"]), ms(p["99"]), rps))
 '
 }
 
+# CPU time the hypervisor gave to others (steal) and left idle over the
+# runs: context for comparing runs on a shared VM (on 2026-12-01 `top` showed
+# 75-100% steal and every figure doubled; on 2026-12-02 1% steal, yet the
+# same build's analysis still varied 1.5x from minute to minute).
+cpu_times() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9, $5}' /proc/stat; }
+read -r total0 steal0 idle0 < <(cpu_times)
 read -r cold50 cold99 coldrps < <(measure 0 "cold (CACHE_MAX_BINS=0, every request fetches)")
 read -r p50 p99 rps < <(measure 2000000 "default (bins reused while bins_version is unchanged)")
+read -r total1 steal1 idle1 < <(cpu_times)
+awk -v t="$((total1 - total0))" -v s="$((steal1 - steal0))" -v i="$((idle1 - idle0))" \
+    'BEGIN { if (t > 0) printf "bench-api: over the runs, CPU time stolen by the host: %.1f%%, idle: %.1f%%\n", 100 * s / t, 100 * i / t }' >&2
 echo "bench-api: cold p50_ms=$cold50 p99_ms=$cold99 rps=$coldrps" >&2
 echo "p50_ms=$p50 p99_ms=$p99 rps=$rps cold_p50_ms=$cold50 cold_p99_ms=$cold99"

@@ -463,8 +463,12 @@ impl Tail {
     /// with fewer than `MIN_TAIL_CLUSTERS` clusters above `u`: too little
     /// tail to extrapolate.
     pub fn fit(xs: &[f64]) -> Option<Tail> {
+        Tail::fit_above(xs, Tail::high_quantile(xs)?)
+    }
+
+    /// [`Tail::fit`] above `u`, which is `Tail::high_quantile(xs)`.
+    pub fn fit_above(xs: &[f64], u: f64) -> Option<Tail> {
         let n = xs.iter().filter(|x| x.is_finite()).count();
-        let u = Tail::high_quantile(xs)?;
         // cluster peaks: runs of values above u, gaps of up to DECLUSTER_GAP merged
         let mut peaks: Vec<f64> = Vec::new();
         let mut last_above: Option<usize> = None;

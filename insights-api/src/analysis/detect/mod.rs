@@ -136,12 +136,13 @@ pub struct Threshold {
 
 impl Threshold {
     pub fn new(stat: &[f64], floor: f64, q: f64) -> Threshold {
-        let tail = Tail::fit(stat);
+        let u = Tail::high_quantile(stat);
+        let tail = u.and_then(|u| Tail::fit_above(stat, u));
         // Without a tail (too few peaks above the high quantile u, typically
         // because many bins sit at u): only values beyond u are unusual.
         let level = match tail {
             Some(t) => t.quantile(q).max(floor),
-            None => Tail::high_quantile(stat).map_or(floor, |u| floor.max(u * (1.0 + 1e-9) + 1e-9)),
+            None => u.map_or(floor, |u| floor.max(u * (1.0 + 1e-9) + 1e-9)),
         };
         Threshold { tail, level }
     }
