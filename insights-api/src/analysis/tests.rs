@@ -577,3 +577,23 @@ fn an_unusual_day_says_how_far_its_bins_were_from_the_profile() {
         a.unusual
     );
 }
+
+/// Results come back in the items' order whichever thread finishes first,
+/// and a panic in any worker reaches the caller (no result is dropped).
+#[test]
+fn parallel_keeps_order_and_passes_panics_on() {
+    let items: Vec<u64> = (0..200).collect();
+    let out = super::parallel(&items, |&i| {
+        if i % 7 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+        i * 2
+    });
+    assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<u64>>());
+    for bad in [0, 150, 199] {
+        let r = std::panic::catch_unwind(|| {
+            super::parallel(&items, |&i| if i == bad { panic!("boom {i}") } else { i })
+        });
+        assert!(r.is_err(), "the panic at {bad} was lost");
+    }
+}
