@@ -49,50 +49,39 @@ pub fn by_metric<'a>(series: &[&'a Series]) -> BTreeMap<&'a str, Vec<&'a Series>
 }
 
 /// Per metric with at least 5 servers, the fleet's median of the servers'
-/// block medians (block start → value). The servers' block medians are
-/// computed in parallel.
+/// block medians (block start → value).
 pub fn fleet_curves<'a>(
     per_metric: &BTreeMap<&'a str, Vec<&Series>>,
     block: i64,
 ) -> HashMap<&'a str, HashMap<i64, f64>> {
-    let todo: Vec<&Series> = per_metric
-        .values()
-        .filter(|ss| ss.len() >= 5)
-        .flatten()
-        .copied()
-        .collect();
-    let blocks = super::parallel(&todo, |s| {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < s.len() {
-            let k = s.ts[i].div_euclid(block);
-            let a = i;
-            while i < s.len() && s.ts[i].div_euclid(block) == k {
-                i += 1;
+    let mut out = HashMap::new();
+    for (m, ss) in per_metric {
+        if ss.len() < 5 {
+            continue;
+        }
+        let mut by_block: HashMap<i64, Vec<f64>> = HashMap::new();
+        for s in ss {
+            let mut i = 0;
+            while i < s.len() {
+                let k = s.ts[i].div_euclid(block);
+                let a = i;
+                while i < s.len() && s.ts[i].div_euclid(block) == k {
+                    i += 1;
+                }
+                let mut vals: Vec<f64> = s.avg[a..i].to_vec();
+                by_block
+                    .entry(k * block)
+                    .or_default()
+                    .push(median_in_place(&mut vals));
             }
-            let mut vals: Vec<f64> = s.avg[a..i].to_vec();
-            out.push((k * block, median_in_place(&mut vals)));
         }
-        out
-    });
-    let mut by_metric: HashMap<&str, HashMap<i64, Vec<f64>>> = HashMap::new();
-    for (s, b) in todo.iter().zip(blocks) {
-        let by_block = by_metric.entry(s.metric.as_str()).or_default();
-        for (k, v) in b {
-            by_block.entry(k).or_default().push(v);
-        }
+        let curve = by_block
+            .into_iter()
+            .map(|(k, mut v)| (k, median_in_place(&mut v)))
+            .collect();
+        out.insert(*m, curve);
     }
-    per_metric
-        .keys()
-        .filter_map(|m| {
-            let by_block = by_metric.remove(m)?;
-            let curve = by_block
-                .into_iter()
-                .map(|(k, mut v)| (k, median_in_place(&mut v)))
-                .collect();
-            Some((*m, curve))
-        })
-        .collect()
+    out
 }
 
 /// Per metric: each server's median, the fleet median and 1.4826·MAD across

@@ -67,7 +67,7 @@ struct PerSeries {
 /// Runs `work` over `items` on up to 8 threads (the per-series work is
 /// independent), results in order. Items are handed out one at a time, so a
 /// thread the host pauses holds up one item, not half of them.
-pub(crate) fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+fn parallel<T: Sync, R: Send>(items: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
