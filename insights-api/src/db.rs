@@ -371,7 +371,7 @@ pub struct Meta {
     pub version: i64,
     pub widths: StoredWidths,
     /// The bins are a TimescaleDB hypertable (`metricagg.bins_engine()`):
-    /// [`fetch_bins`] splits its query in two there.
+    /// [`fetch_plan`] may split the fetch in two there.
     pub hypertable: bool,
 }
 
@@ -629,21 +629,24 @@ pub async fn fleet(
 /// `metricagg_pack_bins` bytea: one transition call per row on the server and
 /// 40 bytes per bin on the wire, decoded here without a per-bin allocation.
 ///
-/// On a TimescaleDB hypertable (`split`), when the pool has a second
-/// connection free at once, the servers are split in two halves by a hash of
-/// their name, fetched concurrently on the request's connection and the
-/// second one, each without parallel workers: two backends each decompress
-/// and aggregate whole series (the hash of a `segmentby` column filters
-/// compressed segments before decompression), instead of one leader
+/// With [`Fetch::Split`] ([`fetch_plan`]: a TimescaleDB hypertable whose
+/// chunks in the range are mostly compressed), when the pool has a second
+/// connection free at once, the servers are split in two halves
+/// by a hash of their name, fetched concurrently on the request's connection
+/// and the second one, each without parallel workers: two backends each
+/// decompress and aggregate whole series (the hash of a `segmentby` column
+/// filters compressed segments before decompression), instead of one leader
 /// combining its workers' partial states through the tuple queue. Measured
 /// in docs/performance.md: the fetch of the benchmark's compressed day 184 →
-/// 56-98 ms; on native partitions each half scans every row, no faster, so
-/// they keep one parallel query. Without a free connection, one query: a
-/// request never waits for a second connection.
+/// 56-98 ms. Over plain rows (native partitions, a hypertable's chunks not
+/// compressed yet: the last days) each half scans every row, slower than one
+/// parallel query (uncompressed day: 180-190 ms against 120), so they keep
+/// one query. Without a free connection, one query: a request never waits
+/// for a second connection.
 pub async fn fetch_bins(
     pool: &Pool,
     c: &Conn,
-    split: bool,
+    plan: Fetch,
     width: i64,
     range: (DateTime<Utc>, DateTime<Utc>),
     metric: Option<&str>,
@@ -652,7 +655,7 @@ pub async fn fetch_bins(
         wait: Some(Duration::ZERO),
         ..pool.timeouts()
     };
-    let second = if split {
+    let second = if plan == Fetch::Split {
         pool.timeout_get(&now).await.ok()
     } else {
         None
@@ -675,6 +678,52 @@ pub async fn fetch_bins(
     };
     series.sort_by(|a, b| natural_cmp(&a.server, &b.server).then_with(|| a.metric.cmp(&b.metric)));
     Ok(crate::analysis::Dataset { width, series })
+}
+
+/// How [`fetch_bins`] reads the bins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// One query, in parallel workers where PostgreSQL plans them.
+    One,
+    /// Two concurrent halves by server when a second connection is free.
+    Split,
+}
+
+/// [`Fetch::Split`] for a hypertable whose compressed chunks cover at least
+/// half of the range (each half then decompresses only its servers'
+/// segments), else [`Fetch::One`].
+pub async fn fetch_plan(
+    c: &Conn,
+    hypertable: bool,
+    range: (DateTime<Utc>, DateTime<Utc>),
+) -> Result<Fetch, ApiError> {
+    Ok(if hypertable && compressed_share(c, range).await? >= 0.5 {
+        Fetch::Split
+    } else {
+        Fetch::One
+    })
+}
+
+/// The share of `[start, end)` that the bins hypertable's compressed chunks
+/// cover, of the time its chunks cover (0 when none does). TimescaleDB only:
+/// [`fetch_bins`] asks it before choosing how to fetch.
+pub async fn compressed_share(
+    c: &Conn,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+) -> Result<f64, ApiError> {
+    let stmt = c
+        .run(c.prepare_cached(
+            "SELECT coalesce(sum(extract(epoch FROM least(range_end, $2) - greatest(range_start, $1)))
+                               FILTER (WHERE is_compressed)
+                             / nullif(sum(extract(epoch FROM least(range_end, $2) - greatest(range_start, $1))), 0),
+                             0)::float8
+               FROM timescaledb_information.chunks
+              WHERE hypertable_schema = 'metricagg' AND hypertable_name = 'bins'
+                AND range_start < $2 AND range_end > $1",
+        ))
+        .await?;
+    let r = c.run(c.query_one(&stmt, &[&start, &end])).await?;
+    col(&r, 0)
 }
 
 /// The series of [`fetch_bins`]: of the servers whose name hashes to `half`

@@ -254,15 +254,10 @@ async fn insights(
             Some(ds) => ds,
             None => {
                 // The version was read first: what is fetched is at least as new.
-                let ds = db::fetch_bins(
-                    &st.0.pool,
-                    &c,
-                    meta.hypertable,
-                    width,
-                    (start, end),
-                    metric.as_deref(),
-                )
-                .await?;
+                let plan = db::fetch_plan(&c, meta.hypertable, (start, end)).await?;
+                let ds =
+                    db::fetch_bins(&st.0.pool, &c, plan, width, (start, end), metric.as_deref())
+                        .await?;
                 let ds = Arc::new(ds);
                 st.0.cache.put(key, meta.version, Arc::clone(&ds));
                 ds

@@ -1094,3 +1094,73 @@ fn the_service_refuses_a_public_bind_without_a_token() {
         );
     }
 }
+
+/// The fetch is split in two only where that pays: over a hypertable's
+/// compressed chunks (each half decompresses its servers' segments alone).
+/// Plain rows — native partitions, or chunks the policy has not compressed
+/// yet — are read by one parallel query. Both plans return the same bins.
+#[tokio::test]
+async fn the_fetch_splits_only_over_compressed_chunks() {
+    use insights_api::db;
+    let db = TestDb::new("fetchplan").await;
+    // 30 hours from 10:00: 14 hours in one daily chunk, 16 in the next
+    db.insert(&minute_bins(3, 30)).await;
+    let secs = Duration::from_secs(5);
+    let pool = db::make_pool(&db.api_url, 4, secs, secs).expect("pool");
+    let c = db::connect(&pool).await.expect("connection");
+    let meta = db::meta(&c).await.expect("meta");
+    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap();
+    let range = (at(T0), at(T0 + 30 * 3600));
+    let bins = |ds: &insights_api::analysis::Dataset| {
+        ds.series
+            .iter()
+            .map(|s| {
+                let v = (&s.ts, &s.count, &s.avg, &s.min, &s.max);
+                format!("{} {} {v:?}", s.server, s.metric)
+            })
+            .collect::<Vec<_>>()
+    };
+    let plan = db::fetch_plan(&c, meta.hypertable, range)
+        .await
+        .expect("plan");
+    assert_eq!(plan, db::Fetch::One, "nothing is compressed");
+    let one = db::fetch_bins(&pool, &c, db::Fetch::One, 60, range, None)
+        .await
+        .expect("one query");
+    assert_eq!(one.series.len(), 3 * 2);
+    assert!(one.series.iter().all(|s| s.len() == 30 * 60));
+    if !meta.hypertable {
+        // native partitions: TimescaleDB is not asked
+        db.drop_db().await;
+        return;
+    }
+    assert_eq!(db::compressed_share(&c, range).await.expect("share"), 0.0);
+    let compress = |older_than: &str| {
+        format!(
+            "SELECT count(compress_chunk(c, if_not_compressed => true))
+               FROM show_chunks('metricagg.bins', older_than => timestamptz '{older_than}') c"
+        )
+    };
+    db.admin
+        .batch_execute(&compress("2025-11-16 00:00+00"))
+        .await
+        .expect("compress the first day");
+    // 14 of the range's 30 hours are in the compressed chunk
+    let share = db::compressed_share(&c, range).await.expect("share");
+    assert!((share - 14.0 / 30.0).abs() < 1e-9, "{share}");
+    let plan = db::fetch_plan(&c, true, range).await.expect("plan");
+    assert_eq!(plan, db::Fetch::One, "less than half compressed");
+    db.admin
+        .batch_execute(&compress("2025-11-17 00:00+00"))
+        .await
+        .expect("compress the second day");
+    assert_eq!(db::compressed_share(&c, range).await.expect("share"), 1.0);
+    let plan = db::fetch_plan(&c, true, range).await.expect("plan");
+    assert_eq!(plan, db::Fetch::Split);
+    let split = db::fetch_bins(&pool, &c, db::Fetch::Split, 60, range, None)
+        .await
+        .expect("split");
+    assert_eq!(bins(&one), bins(&split));
+    drop(c);
+    db.drop_db().await;
+}

@@ -264,10 +264,10 @@ async fn the_split_fetch_returns_what_one_query_returns() {
     for pool_size in [4, 1] {
         let pool = db::make_pool(&db.api_url, pool_size, secs, secs).expect("pool");
         let c = db::connect(&pool).await.expect("connection");
-        let one = db::fetch_bins(&pool, &c, false, 60, range, None)
+        let one = db::fetch_bins(&pool, &c, db::Fetch::One, 60, range, None)
             .await
             .expect("one query");
-        let split = db::fetch_bins(&pool, &c, true, 60, range, None)
+        let split = db::fetch_bins(&pool, &c, db::Fetch::Split, 60, range, None)
             .await
             .expect("split");
         assert_eq!(one.series.len(), 9 * 4);

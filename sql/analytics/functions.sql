@@ -675,6 +675,10 @@ $$;
 -- TimescaleDB policies from job_config: the compression policy
 -- (bins_compress_after) and the retention job (bins_retention, read at each
 -- execution). Re-applied when job_config changes. Returns what is in force.
+-- A compression policy already in force with the same compress_after is
+-- kept: a new one starts at once, so re-applying this file (an upgrade,
+-- scripts/db.sh create-db on an existing database) would otherwise compress
+-- in the background at that moment and lose the job's history.
 CREATE OR REPLACE FUNCTION metricagg.apply_bins_policies() RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, metricagg, public, pg_temp AS $$
 DECLARE
@@ -683,8 +687,12 @@ BEGIN
     IF metricagg.bins_engine() <> 'timescaledb' THEN
         RETURN metricagg.bins_storage();
     END IF;
-    PERFORM remove_compression_policy('metricagg.bins', if_exists => true);
-    PERFORM add_compression_policy('metricagg.bins', compress_after => after);
+    IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
+                   WHERE proc_name = 'policy_compression' AND hypertable_schema = 'metricagg'
+                     AND hypertable_name = 'bins' AND (config->>'compress_after')::interval = after) THEN
+        PERFORM remove_compression_policy('metricagg.bins', if_exists => true);
+        PERFORM add_compression_policy('metricagg.bins', compress_after => after);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM timescaledb_information.jobs
                    WHERE proc_schema = 'metricagg' AND proc_name = 'bins_retention_job') THEN
         PERFORM add_job('metricagg.bins_retention_job', interval '1 day');

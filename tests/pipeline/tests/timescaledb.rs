@@ -140,22 +140,34 @@ async fn the_compression_policy_runs_in_the_background() {
         .get(0);
     insert_samples(&p.ingest, &[1, 2], old, 1800, 1).await;
     p.run_once().await;
+    let policy = || async {
+        let r = p
+            .analytics
+            .query_one(
+                "SELECT job_id, config->>'compress_after' FROM timescaledb_information.jobs
+                 WHERE hypertable_name = 'bins' AND proc_name = 'policy_compression'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get::<_, i32>(0), r.get::<_, String>(1))
+    };
+    let (first, _) = policy().await;
     // Changing job_config re-creates the policy (a trigger on job_config).
+    let set = "UPDATE metricagg.job_config SET bins_compress_after = '7 days'";
+    p.analytics.batch_execute(set).await.unwrap();
+    let (job, after) = policy().await;
+    assert_eq!(after, "7 days");
+    assert_ne!(job, first, "a new policy");
+    // Re-applied unchanged (the trigger again, as sql/analytics.sql does on
+    // an upgrade), the policy in force stays: a new one would start
+    // compressing at once.
+    p.analytics.batch_execute(set).await.unwrap();
     p.analytics
-        .batch_execute("UPDATE metricagg.job_config SET bins_compress_after = '7 days'")
+        .batch_execute("SELECT metricagg.apply_bins_policies()")
         .await
         .unwrap();
-    let after: String = p
-        .analytics
-        .query_one(
-            "SELECT config->>'compress_after' FROM timescaledb_information.jobs
-             WHERE hypertable_name = 'bins' AND proc_name = 'policy_compression'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(after, "7 days");
+    assert_eq!(policy().await, (job, after));
     assert_eq!(chunks(&p.analytics).await.0, 0);
     run_in_background(&p.analytics, "policy_compression").await;
     let (compressed, total) = chunks(&p.analytics).await;
