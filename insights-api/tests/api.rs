@@ -1111,15 +1111,6 @@ async fn the_fetch_splits_only_over_compressed_chunks() {
     let meta = db::meta(&c).await.expect("meta");
     let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap();
     let range = (at(T0), at(T0 + 30 * 3600));
-    let bins = |ds: &insights_api::analysis::Dataset| {
-        ds.series
-            .iter()
-            .map(|s| {
-                let v = (&s.ts, &s.count, &s.avg, &s.min, &s.max);
-                format!("{} {} {v:?}", s.server, s.metric)
-            })
-            .collect::<Vec<_>>()
-    };
     let plan = db::fetch_plan(&c, meta.hypertable, range).await;
     assert_eq!(plan, db::Fetch::One, "nothing is compressed");
     let one = db::fetch_bins(&pool, &c, db::Fetch::One, 60, range, None)
@@ -1127,21 +1118,36 @@ async fn the_fetch_splits_only_over_compressed_chunks() {
         .expect("one query");
     assert_eq!(one.series.len(), 3 * 2);
     assert!(one.series.iter().all(|s| s.len() == 30 * 60));
-    if !meta.hypertable {
+    // the plan fetched with last: it must return what one query did
+    let last = if !meta.hypertable {
         // Native partitions: TimescaleDB is not asked. Asked anyway (its
         // views missing here), the plan falls back to one query, and the
         // connection still serves.
         assert!(db::compressed_share(&c, range).await.is_err());
-        assert_eq!(db::fetch_plan(&c, true, range).await, db::Fetch::One);
-        let again = db::fetch_bins(&pool, &c, db::Fetch::One, 60, range, None)
-            .await
-            .expect("after the failed question");
-        assert_eq!(bins(&again), bins(&one));
-        drop(c);
-        db.drop_db().await;
-        return;
-    }
-    assert_eq!(db::compressed_share(&c, range).await.expect("share"), 0.0);
+        let plan = db::fetch_plan(&c, true, range).await;
+        assert_eq!(plan, db::Fetch::One);
+        plan
+    } else {
+        compress_day_by_day(&db, &c, range).await
+    };
+    let again = db::fetch_bins(&pool, &c, last, 60, range, None)
+        .await
+        .expect("the last plan");
+    assert_eq!(dataset_bins(&again), dataset_bins(&one), "{last:?}");
+    drop(c);
+    db.drop_db().await;
+}
+
+/// [`the_fetch_splits_only_over_compressed_chunks`] on a hypertable: the
+/// share and the plan as the range's first day, then both, are compressed.
+/// Returns the last plan (a split).
+async fn compress_day_by_day(
+    db: &TestDb,
+    c: &insights_api::db::Conn,
+    range: (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>),
+) -> insights_api::db::Fetch {
+    use insights_api::db;
+    assert_eq!(db::compressed_share(c, range).await.expect("share"), 0.0);
     let compress = |older_than: &str| {
         format!(
             "SELECT count(compress_chunk(c, if_not_compressed => true))
@@ -1153,21 +1159,16 @@ async fn the_fetch_splits_only_over_compressed_chunks() {
         .await
         .expect("compress the first day");
     // 14 of the range's 30 hours are in the compressed chunk
-    let share = db::compressed_share(&c, range).await.expect("share");
+    let share = db::compressed_share(c, range).await.expect("share");
     assert!((share - 14.0 / 30.0).abs() < 1e-9, "{share}");
-    let plan = db::fetch_plan(&c, true, range).await;
+    let plan = db::fetch_plan(c, true, range).await;
     assert_eq!(plan, db::Fetch::One, "less than half compressed");
     db.admin
         .batch_execute(&compress("2025-11-17 00:00+00"))
         .await
         .expect("compress the second day");
-    assert_eq!(db::compressed_share(&c, range).await.expect("share"), 1.0);
-    let plan = db::fetch_plan(&c, true, range).await;
+    assert_eq!(db::compressed_share(c, range).await.expect("share"), 1.0);
+    let plan = db::fetch_plan(c, true, range).await;
     assert_eq!(plan, db::Fetch::Split);
-    let split = db::fetch_bins(&pool, &c, db::Fetch::Split, 60, range, None)
-        .await
-        .expect("split");
-    assert_eq!(bins(&one), bins(&split));
-    drop(c);
-    db.drop_db().await;
+    plan
 }

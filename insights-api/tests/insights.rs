@@ -8,7 +8,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{noise, Bin, TestDb, T0};
+use common::{dataset_bins, noise, Bin, TestDb, T0};
 use insights_api::app;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -246,21 +246,6 @@ async fn the_split_fetch_returns_what_one_query_returns() {
         chrono::DateTime::from_timestamp(T0 - 3600, 0).unwrap(),
         chrono::DateTime::from_timestamp(T0 + MINUTES * 60, 0).unwrap(),
     );
-    let key = |ds: &insights_api::analysis::Dataset| {
-        ds.series
-            .iter()
-            .map(|s| {
-                (
-                    s.server.clone(),
-                    s.metric.clone(),
-                    s.ts.clone(),
-                    s.count.clone(),
-                    s.avg.clone(),
-                    s.max.clone(),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     for pool_size in [4, 1] {
         let pool = db::make_pool(&db.api_url, pool_size, secs, secs).expect("pool");
         let c = db::connect(&pool).await.expect("connection");
@@ -271,7 +256,11 @@ async fn the_split_fetch_returns_what_one_query_returns() {
             .await
             .expect("split");
         assert_eq!(one.series.len(), 9 * 4);
-        assert_eq!(key(&one), key(&split), "pool of {pool_size}");
+        assert_eq!(
+            dataset_bins(&one),
+            dataset_bins(&split),
+            "pool of {pool_size}"
+        );
         assert!(one.series.iter().all(|s| s.count.iter().all(|&n| n > 0)));
         // the halves are disjoint, neither empty, and make the whole
         let a = db::fetch_part(&c, 60, range, Some("cpu"), Some(0))

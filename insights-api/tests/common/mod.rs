@@ -195,6 +195,18 @@ impl TestDb {
     }
 }
 
+/// Every bin of a fetched dataset, a line per series (server, metric, then
+/// ts, count, avg, min, max): equal when two fetches returned the same bins.
+pub fn dataset_bins(ds: &insights_api::analysis::Dataset) -> Vec<String> {
+    ds.series
+        .iter()
+        .map(|s| {
+            let v = (&s.ts, &s.count, &s.avg, &s.min, &s.max);
+            format!("{} {} {v:?}", s.server, s.metric)
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug)]
 pub struct Bin {
     pub server: String,
